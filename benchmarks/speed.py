@@ -1,0 +1,759 @@
+"""Speed benchmark: our GSMFlow (nflows) against the authors' model in FrEIA.
+
+Runs, in ONE process, on identical synthetic aPY-shaped data and (where the
+structures correspond) identical weights:
+
+* ``reference``: the authors' model written with FrEIA ``GLOWCouplingBlock``
+  (``benchmarks/freia_reference.py``) and the authors' training step;
+* ``ours-fp32``: ``gsmflow_nflows.build_gsmflow`` with our training step, eager;
+* ``ours-bf16``: the same under ``torch.autocast(device_type, torch.bfloat16)``;
+* ``ours-*-compile`` (``--compile``): the same with ``torch.compile``.
+
+For each: training-step time (median and IQR over ``--steps`` steps after
+``--warmup`` steps; a full step: perturbation, NLL, backward, prototype loss,
+Adam), sampling throughput (features/s at ``--samples-per-class`` features per
+class, in batches of ``--sample-batch``), peak memory, FLOPs counted with
+``torch.utils.flop_counter.FlopCounterMode`` and the achieved GFLOP/s against
+a square-matmul peak measured in the same run, and the ratios to the reference.
+
+Examples:
+    PYTHONPATH=. python benchmarks/speed.py                # aPY size, table on stdout
+    PYTHONPATH=. python benchmarks/speed.py --json         # JSON on stdout, table on stderr
+    PYTHONPATH=. python benchmarks/speed.py --quick        # tiny smoke run (seconds)
+    PYTHONPATH=. python benchmarks/speed.py --compile --json results.json
+
+See ``benchmarks/README.md`` for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from nflows.transforms.base import CompositeTransform, Transform
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+try:
+    from benchmarks.freia_reference import (
+        ReferenceGSMFlow,
+        choose_anchor_indices,
+        reference_generate,
+        reference_nll,
+        reference_train_step,
+    )
+except ImportError as error:  # FrEIA is in the `bench` extra only
+    raise SystemExit(
+        f"benchmarks/speed.py needs FrEIA for the reference model ({error}); "
+        "install the bench extra: pip install -e '.[bench]'"
+    ) from error
+
+from gsmflow_nflows import build_gsmflow, generate_features
+
+try:  # our trainer's step, once it exists; the local fallback below otherwise
+    from gsmflow_nflows.training.step import train_step as package_train_step
+except ImportError:
+    package_train_step = None
+
+#: aPY, as published (docs/gsmflow-spec.md).
+APY = {
+    "classes": 32,
+    "seen": 20,
+    "attributes": 64,
+    "features": 2048,
+    "train_size": 5932,
+    "batch": 200,
+    "blocks": 5,
+    "hidden": 2048,
+    "semantic": 1024,
+    "samples_per_class": 9000,
+    "lr": 3e-4,
+    "weight_decay": 1e-5,
+    "perturbation": 0.02,
+    "prototype_weight": 3.0,
+}
+
+#: A tiny size for smoke runs (``--quick``).
+QUICK = {
+    "classes": 8,
+    "seen": 5,
+    "attributes": 6,
+    "features": 16,
+    "train_size": 64,
+    "batch": 16,
+    "blocks": 2,
+    "hidden": 32,
+    "semantic": 8,
+    "samples_per_class": 64,
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class SyntheticData:
+    """aPY-shaped synthetic GZSL data (the real files are not needed for speed).
+
+    Attributes:
+        class_embeddings: ``[C, A]`` L2-normalised class vectors, all classes.
+        seen: ``[S]`` indices of the seen classes; ``unseen``: ``[U]``.
+        features: ``[N, D]`` training features of seen classes, in ``[0, 1]``
+            like the reference's MinMax-scaled ResNet features.
+        labels: ``[N]`` class index (into all classes) of each feature.
+        seen_class_means: ``[S, D]`` mean training feature per seen class.
+    """
+
+    class_embeddings: Tensor
+    seen: Tensor
+    unseen: Tensor
+    features: Tensor
+    labels: Tensor
+    seen_class_means: Tensor
+
+
+def make_data(sizes: dict[str, Any], generator: torch.Generator, device: torch.device):
+    num_classes, num_seen = sizes["classes"], sizes["seen"]
+    embeddings = torch.rand(num_classes, sizes["attributes"], generator=generator)
+    embeddings = nn.functional.normalize(embeddings, dim=1)
+    order = torch.randperm(num_classes, generator=generator)
+    seen, unseen = order[:num_seen].sort().values, order[num_seen:].sort().values
+    prototypes = torch.rand(num_seen, sizes["features"], generator=generator)
+    which = torch.randint(num_seen, (sizes["train_size"],), generator=generator)
+    noise = 0.1 * torch.randn(sizes["train_size"], sizes["features"], generator=generator)
+    features = (prototypes[which] + noise).clamp(0, 1)
+    means = torch.stack([features[which == k].mean(0) for k in range(num_seen)])
+    return SyntheticData(
+        class_embeddings=embeddings.to(device),
+        seen=seen.to(device),
+        unseen=unseen.to(device),
+        features=features.to(device),
+        labels=seen[which].to(device),
+        seen_class_means=means.to(device),
+    )
+
+
+# ------------------------------------------------------------------ weight mapping
+
+
+def _coupling_transforms(flow: nn.Module) -> list[nn.Module]:
+    return [m for m in flow._transform.modules() if hasattr(m, "transform_net")]
+
+
+def map_weights(flow: nn.Module, reference: ReferenceGSMFlow) -> list[str]:
+    """Copy our flow's weights into the FrEIA reference, where the structures correspond.
+
+    Block ``k`` of the reference is our couplings ``2k`` (transforms the first
+    half from ``[x2, h]``: FrEIA's ``subnet2``) and ``2k + 1`` (transforms the
+    second half from ``[y1, h]``: ``subnet1``). Our coupling net's first layer is
+    stored as ``input_layer`` + ``context_layer`` (``W [x; h] + b = W_x x + W_h h
+    + b``), FrEIA's as one ``Linear`` on the concatenation: we concatenate the
+    two weight blocks. Output ``[s, t]`` order is the same in both. The encoder's
+    three anchor layers map one to one; the anchors must agree.
+
+    Returns:
+        Notes on what could not be mapped (empty when everything was).
+
+    Raises:
+        ValueError: the structures do not correspond (e.g. a permutation between
+            blocks, which the reference does not have).
+    """
+    notes: list[str] = []
+    couplings = _coupling_transforms(flow)
+    blocks = list(reference.inn)
+    if len(couplings) != 2 * len(blocks):
+        raise ValueError(
+            f"Expected {2 * len(blocks)} couplings for {len(blocks)} GLOW blocks, "
+            f"got {len(couplings)}."
+        )
+    leaves = [
+        type(m).__name__
+        for m in flow._transform.modules()
+        if isinstance(m, Transform) and not isinstance(m, CompositeTransform)
+    ]
+    others = sorted({name for name in leaves if name != type(couplings[0]).__name__})
+    if others:
+        raise ValueError(f"Our flow has transforms the reference lacks: {others}.")
+    half = reference.features // 2
+    first_half = torch.arange(reference.features) < half
+    with torch.no_grad():
+        for k, block in enumerate(blocks):
+            for coupling, subnet, transforms_first in (
+                (couplings[2 * k], block.subnet2, True),
+                (couplings[2 * k + 1], block.subnet1, False),
+            ):
+                transformed = torch.zeros(reference.features, dtype=torch.bool)
+                transformed[coupling.transform_features] = True
+                expected = first_half if transforms_first else ~first_half
+                if not torch.equal(transformed, expected):
+                    raise ValueError(
+                        f"Coupling {2 * k + (not transforms_first)} transforms other features "
+                        "than the reference's GLOW half; no permutation is supported."
+                    )
+                net = coupling.transform_net
+                subnet[0].weight.copy_(net.first_layer_weight())
+                subnet[0].bias.copy_(net.input_layer.bias)
+                subnet[2].weight.copy_(net.output_layer.weight)
+                subnet[2].bias.copy_(net.output_layer.bias)
+        encoder = flow._embedding_net
+        if not torch.equal(encoder.anchors, reference.encoder.anchors):
+            notes.append("anchors differ between our encoder and the reference; copied ours")
+            reference.encoder.anchors.copy_(encoder.anchors)
+        for ours, theirs in zip(encoder.anchor_layers, reference.encoder.layers, strict=True):
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+    return notes
+
+
+def check_agreement(
+    flow: nn.Module, reference: ReferenceGSMFlow, data: SyntheticData, batch: Tensor
+) -> dict[str, float]:
+    """NLL, z and log-det of both models on the same batch (fp32, no perturbation)."""
+    x, a = data.features[batch], data.class_embeddings[data.labels[batch]]
+    with torch.no_grad():
+        z_ours, logdet_ours = flow._transform(x, context=flow._embedding_net(a))
+        z_ref, logdet_ref = reference(x, a)
+        nll_ours, nll_ref = reference_nll(z_ours, logdet_ours), reference_nll(z_ref, logdet_ref)
+    return {
+        "nll_ours": nll_ours.item(),
+        "nll_reference": nll_ref.item(),
+        "nll_abs_diff": (nll_ours - nll_ref).abs().item(),
+        "z_max_abs_diff": (z_ours - z_ref).abs().max().item(),
+        "logdet_max_abs_diff": (logdet_ours - logdet_ref).abs().max().item(),
+        "logdet_scale": logdet_ref.abs().max().item(),
+    }
+
+
+# ---------------------------------------------------------------- training steps
+
+
+def fallback_train_step(
+    flow: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    features: Tensor,
+    class_embeddings: Tensor,
+    seen_class_embeddings: Tensor,
+    seen_class_means: Tensor,
+    *,
+    perturbation: float,
+    prototype_weight: float,
+) -> Tensor:
+    """LOCAL FALLBACK, used only while ``gsmflow_nflows.training.step`` does not exist.
+
+    The same mathematics as the reference step, on our flow's transform and
+    embedding net.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    perturbed = features + perturbation * torch.randn_like(features)
+    z, logabsdet = flow._transform(perturbed, context=flow._embedding_net(class_embeddings))
+    nll = torch.mean(z.float() ** 2) / 2 - torch.mean(logabsdet.float()) / z.shape[1]
+    with torch.no_grad():
+        seen_context = flow._embedding_net(seen_class_embeddings)
+    prototypes, _ = flow._transform.inverse(
+        torch.zeros_like(seen_class_means), context=seen_context
+    )
+    prototype = nn.functional.mse_loss(prototypes.float(), seen_class_means)
+    loss = nll + prototype_weight * prototype
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def our_step_source() -> str:
+    if package_train_step is None:
+        return "LOCAL FALLBACK in benchmarks/speed.py (gsmflow_nflows.training.step not found)"
+    return "gsmflow_nflows.training.step.train_step"
+
+
+def make_our_step(flow, optimizer, data, settings) -> Callable[[Tensor], Any]:
+    def step(batch: Tensor):
+        x, a = data.features[batch], data.class_embeddings[data.labels[batch]]
+        seen_a = data.class_embeddings[data.seen]
+        if package_train_step is not None:
+            return package_train_step(
+                flow,
+                optimizer,
+                x,
+                a,
+                seen_a,
+                data.seen_class_means,
+                perturbation=settings["perturbation"],
+                prototype_weight=settings["prototype_weight"],
+            )
+        return fallback_train_step(
+            flow,
+            optimizer,
+            x,
+            a,
+            seen_a,
+            data.seen_class_means,
+            perturbation=settings["perturbation"],
+            prototype_weight=settings["prototype_weight"],
+        )
+
+    return step
+
+
+# -------------------------------------------------------------------- measuring
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return {
+        "median_s": median,
+        "q1_s": q1,
+        "q3_s": q3,
+        "iqr_s": q3 - q1,
+        "min_s": min(times),
+        "n": len(times),
+    }
+
+
+def time_calls(fn: Callable[[int], Any], count: int, device: torch.device) -> list[float]:
+    times = []
+    for i in range(count):
+        synchronize(device)
+        start = time.perf_counter()
+        fn(i)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def peak_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+    """Peak of the tensor memory allocated by ``fn`` above what was live before.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before.
+    CPU: replay of the allocation/free events that ``torch.profiler`` records
+    with ``profile_memory=True`` (every tensor allocation through PyTorch's CPU
+    allocator, in time order), taking the maximum of the running sum. That is
+    exact for tensors and independent of what ran earlier in the process,
+    unlike ``ru_maxrss`` (a process-lifetime high-water mark that only moves
+    when a new record is set, so it cannot separate variants run in one process).
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return {
+            "bytes": torch.cuda.max_memory_allocated(device) - before,
+            "method": "torch.cuda.max_memory_allocated",
+        }
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    try:
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        events.sort(key=lambda e: e.start_ns())
+        live = peak = 0
+        for event in events:
+            live += event.nbytes()
+            peak = max(peak, live)
+    except AttributeError:  # private profiler API changed
+        return {"bytes": None, "method": "unavailable (torch.profiler memory events)"}
+    return {"bytes": peak, "method": "torch.profiler memory events (tensor allocations)"}
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    """Parameters + optimizer state, the memory a step holds before it starts."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    return total
+
+
+def matmul_peak(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """Best GFLOP/s of a ``size x size`` square matmul over ``repeats`` runs."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b
+    times = time_calls(lambda _: a @ b, repeats, device)
+    return 2 * size**3 / min(times) / 1e9
+
+
+def profile_top_ops(fn: Callable[[], Any], rows: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def autocast_context(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------ the variants
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    kind: str  # "reference" or "ours"
+    precision: str = "fp32"
+    compile: bool = False
+
+
+def measure_variant(variant, reference0, flow0, data, sizes, args, batches, device, log):
+    """Train-step timing, FLOPs, memory and sampling throughput of one variant."""
+    settings = sizes
+    seen_a = data.class_embeddings[data.seen]
+    unseen_a = data.class_embeddings[data.unseen][: args.sample_classes]
+    if variant.kind == "reference":
+        model = copy.deepcopy(reference0)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=sizes["lr"], weight_decay=sizes["weight_decay"]
+        )
+
+        def raw_step(batch):
+            return reference_train_step(
+                model,
+                optimizer,
+                data.features[batch],
+                data.class_embeddings[data.labels[batch]],
+                seen_a,
+                data.seen_class_means,
+                perturbation=settings["perturbation"],
+                prototype_weight=settings["prototype_weight"],
+            )
+
+        def raw_sample(classes, n):
+            return reference_generate(model, classes, n, batch_size=args.sample_batch)
+
+    else:
+        model = copy.deepcopy(flow0)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=sizes["lr"], weight_decay=sizes["weight_decay"]
+        )
+        raw_step = make_our_step(model, optimizer, data, settings)
+
+        def raw_sample(classes, n):
+            return generate_features(model, classes, n, batch_size=args.sample_batch)
+
+    if variant.compile:
+        raw_step = torch.compile(raw_step)
+        raw_sample = torch.compile(raw_sample)
+
+    def step(i):
+        with autocast_context(variant.precision, device):
+            return raw_step(batches[i % len(batches)])
+
+    def sample(classes, n):
+        with torch.no_grad(), autocast_context(variant.precision, device):
+            return raw_sample(classes, n)
+
+    model.train()
+    log(f"[{variant.name}] warm-up ({args.warmup} steps)")
+    time_calls(step, args.warmup, device)
+    log(f"[{variant.name}] timing {args.steps} steps")
+    step_times = time_calls(lambda i: step(args.warmup + i), args.steps, device)
+    stats = summarize(step_times)
+    step_flops = count_flops(lambda: step(0))
+    memory = peak_memory(lambda: step(1), device)
+    result: dict[str, Any] = {
+        "name": variant.name,
+        "model": variant.kind,
+        "precision": variant.precision,
+        "compile": variant.compile,
+        "train_step": stats,
+        "train_step_flops": step_flops,
+        "train_step_gflops": step_flops / stats["median_s"] / 1e9,
+        "train_step_peak_memory_bytes": memory["bytes"],
+        "memory_method": memory["method"],
+        "state_bytes": state_bytes(model, optimizer),
+    }
+    if args.profile:
+        result["train_step_profile"] = profile_top_ops(lambda: step(2), args.profile)
+
+    model.eval()
+    n = args.samples_per_class
+    log(f"[{variant.name}] sampling {n} x {unseen_a.shape[0]} features")
+    sample(unseen_a[:1], min(n, args.sample_batch))  # warm-up
+    per_feature_flops = count_flops(lambda: sample(unseen_a[:1], min(n, args.sample_batch))) / min(
+        n, args.sample_batch
+    )
+    sample_memory = peak_memory(lambda: sample(unseen_a[:1], min(n, args.sample_batch)), device)
+    times = time_calls(lambda _: sample(unseen_a, n), 1, device)
+    features_per_s = unseen_a.shape[0] * n / times[0]
+    result.update(
+        {
+            "sampling_features": unseen_a.shape[0] * n,
+            "sampling_s": times[0],
+            "sampling_features_per_s": features_per_s,
+            "sampling_flops_per_feature": per_feature_flops,
+            "sampling_gflops": per_feature_flops * features_per_s / 1e9,
+            "sampling_batch_peak_memory_bytes": sample_memory["bytes"],
+        }
+    )
+    return result
+
+
+# ---------------------------------------------------------------------- reporting
+
+
+def machine_description(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device),
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["cpu_model"] = platform.processor() or "unknown"
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["load_average_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    reference = next(r for r in results if r["model"] == "reference")
+    for r in results:
+        r["train_step_speedup"] = reference["train_step"]["median_s"] / r["train_step"]["median_s"]
+        r["sampling_speedup"] = (
+            reference["sampling_s"]
+            / r["sampling_s"]
+            * (r["sampling_features"] / reference["sampling_features"])
+        )
+        # The model's FLOPs as the reference counts them, over our time: a figure
+        # that does not shrink when we skip work the reference does.
+        r["train_step_model_gflops"] = (
+            reference["train_step_flops"] / r["train_step"]["median_s"] / 1e9
+        )
+
+
+def _mb(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.1f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    peak32 = report["matmul_peak_gflops"]["fp32"]
+    peak16 = report["matmul_peak_gflops"]["bf16"]
+    lines = [
+        f"machine: {report['machine'].get('cpu_model', '?')}, {report['machine']['threads']} "
+        f"threads, torch {report['machine']['torch']}, device {report['machine']['device']}",
+        f"matmul peak ({report['settings']['matmul_size']}^2): fp32 {peak32:.0f} GFLOP/s, "
+        f"bf16 {peak16:.0f} GFLOP/s",
+        f"our step: {report['our_step']}",
+        "agreement (mapped weights, fp32): "
+        + ", ".join(f"{k} {v:.3g}" for k, v in report["agreement"].items()),
+    ]
+    for failure in report["failures"]:
+        lines.append(f"FAILED {failure['name']}: {failure['error']}")
+    for note in report["mapping_notes"]:
+        lines.append(f"weight mapping: {note}")
+    header = (
+        "| variant | step ms (median) | IQR ms | step x | GFLOP/step | GFLOP/s counted "
+        "| GFLOP/s model | % fp32 peak | samples/s | sampling x | step peak MB |"
+    )
+    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
+    for r in report["results"]:
+        s = r["train_step"]
+        lines.append(
+            f"| {r['name']} | {1e3 * s['median_s']:.1f} | {1e3 * s['iqr_s']:.1f} "
+            f"| {r['train_step_speedup']:.2f} | {r['train_step_flops'] / 1e9:.2f} "
+            f"| {r['train_step_gflops']:.0f} | {r['train_step_model_gflops']:.0f} "
+            f"| {100 * r['train_step_gflops'] / peak32:.0f} "
+            f"| {r['sampling_features_per_s']:.0f} | {r['sampling_speedup']:.2f} "
+            f"| {_mb(r['train_step_peak_memory_bytes'])} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "both"],
+        default="both",
+        help="which precisions of ours to run (default both)",
+    )
+    p.add_argument("--compile", action="store_true", help="also run ours with torch.compile")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps (>= 20)")
+    p.add_argument("--warmup", type=int, default=3)
+    for key in ("classes", "seen", "attributes", "features", "train_size", "batch"):
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
+    p.add_argument("--blocks", type=int, default=None, help="coupling blocks K")
+    p.add_argument("--hidden", type=int, default=None, help="coupling-net width")
+    p.add_argument("--semantic", type=int, default=None, help="dim(h)")
+    p.add_argument("--samples-per-class", type=int, default=None)
+    p.add_argument(
+        "--sample-classes",
+        type=int,
+        default=1,
+        help="unseen classes to sample for the throughput (all 12: ~18 TFLOP per model)",
+    )
+    p.add_argument("--sample-batch", type=int, default=3000)
+    p.add_argument("--matmul-size", type=int, default=None, help="default 4096 (quick: 256)")
+    p.add_argument("--matmul-repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=6152)
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="print the top ROWS ops (self CPU time) of one step of each variant",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="write JSON to PATH (or stdout when no PATH; the table then goes to stderr)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes = dict(APY)
+    if args.quick:
+        sizes.update(QUICK)
+    for key in ("classes", "seen", "attributes", "features", "train_size", "batch", "blocks"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    for key in ("hidden", "semantic", "samples_per_class"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    args.samples_per_class = sizes["samples_per_class"]
+    matmul_size = args.matmul_size or (256 if args.quick else 4096)
+    out = sys.stderr if args.json == "-" else sys.stdout
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    data = make_data(sizes, generator, device)
+    flow = build_gsmflow(
+        sizes["features"],
+        data.class_embeddings,
+        num_blocks=sizes["blocks"],
+        hidden_features=sizes["hidden"],
+        semantic_features=sizes["semantic"],
+        clamp=1.0,
+    ).to(device)
+    reference = ReferenceGSMFlow(
+        sizes["features"],
+        data.class_embeddings.cpu(),
+        num_blocks=sizes["blocks"],
+        hidden_features=sizes["hidden"],
+        semantic_features=sizes["semantic"],
+        clamp=1.0,
+    ).to(device)
+    anchors_ref = choose_anchor_indices(data.class_embeddings.cpu())
+    mapping_notes = map_weights(flow, reference)
+    total = args.warmup + args.steps + 3
+    batches = [
+        torch.randperm(sizes["train_size"], generator=generator)[: sizes["batch"]].to(device)
+        for _ in range(total)
+    ]
+    agreement = check_agreement(flow, reference, data, batches[0])
+    log(f"agreement: {agreement}")
+
+    log("matmul peak")
+    peaks = {
+        "fp32": matmul_peak(matmul_size, torch.float32, device, args.matmul_repeats),
+        "bf16": matmul_peak(matmul_size, torch.bfloat16, device, args.matmul_repeats),
+    }
+
+    variants = [Variant("reference (FrEIA)", "reference")]
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    for precision in precisions:
+        variants.append(Variant(f"ours-{precision}", "ours", precision))
+    if args.compile:
+        for precision in precisions:
+            variants.append(Variant(f"ours-{precision}-compile", "ours", precision, True))
+
+    results, failures = [], []
+    for variant in variants:
+        try:
+            results.append(
+                measure_variant(variant, reference, flow, data, sizes, args, batches, device, log)
+            )
+        except Exception as error:  # report the others; say what failed
+            if variant.kind == "reference":
+                raise
+            log(f"[{variant.name}] FAILED: {type(error).__name__}: {error}")
+            failures.append({"name": variant.name, "error": f"{type(error).__name__}: {error}"})
+    add_ratios(results)
+    report = {
+        "machine": machine_description(device),
+        "settings": {**sizes, **{k: v for k, v in vars(args).items() if k not in sizes}}
+        | {"matmul_size": matmul_size, "reference_anchor_indices": anchors_ref},
+        "our_step": our_step_source(),
+        "mapping_notes": mapping_notes,
+        "agreement": agreement,
+        "matmul_peak_gflops": peaks,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "results": results,
+        "failures": failures,
+    }
+    print(format_table(report), file=out)
+    for r in results:
+        if "train_step_profile" in r:
+            print(
+                f"\n{r['name']}: top ops of one training step\n{r['train_step_profile']}", file=out
+            )
+    if args.json is not None:
+        text = json.dumps(report, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
