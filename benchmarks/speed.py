@@ -43,7 +43,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from nflows.transforms.base import CompositeTransform, Transform
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,6 +50,7 @@ try:
     from benchmarks.freia_reference import (
         ReferenceGSMFlow,
         choose_anchor_indices,
+        map_weights,
         reference_generate,
         reference_nll,
         reference_train_step,
@@ -146,76 +146,7 @@ def make_data(sizes: dict[str, Any], generator: torch.Generator, device: torch.d
     )
 
 
-# ------------------------------------------------------------------ weight mapping
-
-
-def _coupling_transforms(flow: nn.Module) -> list[nn.Module]:
-    return [m for m in flow._transform.modules() if hasattr(m, "transform_net")]
-
-
-def map_weights(flow: nn.Module, reference: ReferenceGSMFlow) -> list[str]:
-    """Copy our flow's weights into the FrEIA reference, where the structures correspond.
-
-    Block ``k`` of the reference is our couplings ``2k`` (transforms the first
-    half from ``[x2, h]``: FrEIA's ``subnet2``) and ``2k + 1`` (transforms the
-    second half from ``[y1, h]``: ``subnet1``). Our coupling net's first layer is
-    stored as ``input_layer`` + ``context_layer`` (``W [x; h] + b = W_x x + W_h h
-    + b``), FrEIA's as one ``Linear`` on the concatenation: we concatenate the
-    two weight blocks. Output ``[s, t]`` order is the same in both. The encoder's
-    three anchor layers map one to one; the anchors must agree.
-
-    Returns:
-        Notes on what could not be mapped (empty when everything was).
-
-    Raises:
-        ValueError: the structures do not correspond (e.g. a permutation between
-            blocks, which the reference does not have).
-    """
-    notes: list[str] = []
-    couplings = _coupling_transforms(flow)
-    blocks = list(reference.inn)
-    if len(couplings) != 2 * len(blocks):
-        raise ValueError(
-            f"Expected {2 * len(blocks)} couplings for {len(blocks)} GLOW blocks, "
-            f"got {len(couplings)}."
-        )
-    leaves = [
-        type(m).__name__
-        for m in flow._transform.modules()
-        if isinstance(m, Transform) and not isinstance(m, CompositeTransform)
-    ]
-    others = sorted({name for name in leaves if name != type(couplings[0]).__name__})
-    if others:
-        raise ValueError(f"Our flow has transforms the reference lacks: {others}.")
-    half = reference.features // 2
-    first_half = torch.arange(reference.features) < half
-    with torch.no_grad():
-        for k, block in enumerate(blocks):
-            for coupling, subnet, transforms_first in (
-                (couplings[2 * k], block.subnet2, True),
-                (couplings[2 * k + 1], block.subnet1, False),
-            ):
-                transformed = torch.zeros(reference.features, dtype=torch.bool)
-                transformed[coupling.transform_features] = True
-                expected = first_half if transforms_first else ~first_half
-                if not torch.equal(transformed, expected):
-                    raise ValueError(
-                        f"Coupling {2 * k + (not transforms_first)} transforms other features "
-                        "than the reference's GLOW half; no permutation is supported."
-                    )
-                net = coupling.transform_net
-                subnet[0].weight.copy_(net.first_layer_weight())
-                subnet[0].bias.copy_(net.input_layer.bias)
-                subnet[2].weight.copy_(net.output_layer.weight)
-                subnet[2].bias.copy_(net.output_layer.bias)
-        encoder = flow._embedding_net
-        if not torch.equal(encoder.anchors, reference.encoder.anchors):
-            notes.append("anchors differ between our encoder and the reference; copied ours")
-            reference.encoder.anchors.copy_(encoder.anchors)
-        for ours, theirs in zip(encoder.anchor_layers, reference.encoder.layers, strict=True):
-            theirs.weight.copy_(ours.weight)
-            theirs.bias.copy_(ours.bias)
-    return notes
+# --------------------------------------------------------------------- agreement
 
 
 def check_agreement(
