@@ -125,6 +125,7 @@ def build_gsmflow(
     permutation: str | None = None,
     init_scale: float = 0.01,
     generator: torch.Generator | None = None,
+    relative_positioning: bool = True,
 ) -> Flow:
     """Build the paper's conditional flow ``p(x | a)`` as an nflows ``Flow``.
 
@@ -150,6 +151,9 @@ def build_gsmflow(
             ``"reverse"``, ``"random"`` or ``"lu"`` (nflows ``LULinear``).
         init_scale: standard deviation of the coupling-net initialisation.
         generator: random source for the initialisation and a random permutation.
+        relative_positioning: ``False`` drops the encoder (the paper's ablation):
+            the coupling nets take the raw class vector as context and
+            ``semantic_features`` is unused.
 
     Returns:
         An ``nflows.flows.Flow``.
@@ -174,21 +178,26 @@ def build_gsmflow(
     check_matrix(class_embeddings, "class_embeddings")
 
     groups = ContextGroups()
-    encoder = RelativePositioningEncoder.from_class_embeddings(
-        class_embeddings, semantic_features, groups=groups
-    )
+    if relative_positioning:
+        encoder: nn.Module = RelativePositioningEncoder.from_class_embeddings(
+            class_embeddings, semantic_features, groups=groups
+        )
+        context_features = semantic_features
+    else:
+        encoder = nn.Identity()
+        context_features = class_embeddings.shape[1]
     layers: list[Transform] = []
     for index in range(num_blocks):
         if index > 0 and permutation is not None:
             layers.append(_mixing(permutation, features, generator))
-        layers.append(glow_block(features, semantic_features, hidden_features, clamp, groups))
+        layers.append(glow_block(features, context_features, hidden_features, clamp, groups))
     transform = CompositeTransform(layers)
     with torch.no_grad():
         for module in transform.modules():
             if isinstance(module, SemanticCouplingNet):
                 for parameter in module.parameters():
                     parameter.copy_(init_scale * torch.randn(parameter.shape, generator=generator))
-    for layer in encoder.anchor_layers:
+    for layer in getattr(encoder, "anchor_layers", ()):
         _reset_linear(layer, generator)
     flow = Flow(transform, _StandardNormal([features]), embedding_net=encoder)
     return flow.to(device=class_embeddings.device, dtype=class_embeddings.dtype)
