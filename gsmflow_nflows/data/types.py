@@ -160,6 +160,7 @@ class DatasetInfo:
         num_test_seen: Length of ``test_seen_loc``.
         num_test_unseen: Length of ``test_unseen_loc``.
         url: Archive to download it from.
+        sha256: SHA-256 of that archive when known (checked after download), else ``None``.
         note: Short remark shown by ``gsmflow datasets``.
     """
 
@@ -174,4 +175,5 @@ class DatasetInfo:
     num_test_seen: int
     num_test_unseen: int
     url: str | None = None
+    sha256: str | None = None
     note: str = ""
