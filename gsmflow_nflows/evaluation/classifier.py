@@ -39,8 +39,9 @@ class SoftmaxClassifier(nn.Module):
 
     Example:
         >>> clf = SoftmaxClassifier(8, 3, generator=torch.Generator().manual_seed(0))
-        >>> clf(torch.randn(2, 8)).exp().sum(1)
-        tensor([1., 1.], grad_fn=<SumBackward1>)
+        >>> log_probs = clf(torch.randn(2, 8))
+        >>> log_probs.shape, torch.allclose(log_probs.exp().sum(1), torch.ones(2))
+        (torch.Size([2, 3]), True)
     """
 
     def __init__(
@@ -100,9 +101,12 @@ def train_softmax_classifier(
         The trained classifier.
 
     Example:
-        >>> clf = train_softmax_classifier(x, y, 3, lr=1e-3, batch_size=64,
-        ...                                epochs=10)  # doctest: +SKIP
-        >>> predict(clf, x_test)  # doctest: +SKIP
+        >>> x, y = torch.randn(30, 8), torch.arange(30) % 3
+        >>> clf = train_softmax_classifier(
+        ...     x, y, 3, lr=1e-3, batch_size=64, epochs=2, generator=torch.Generator()
+        ... )
+        >>> predict(clf, x).shape
+        torch.Size([30])
     """
     num_classes = check_int("num_classes", num_classes, minimum=1)
     lr = check_positive("lr", lr)

@@ -71,8 +71,16 @@ def evaluate_gzsl(
         One :class:`GZSLScores` (fractions) per classifier epoch.
 
     Example:
-        >>> scores = evaluate_gzsl(seen_features=xs, seen_labels=ys, ...)  # doctest: +SKIP
-        >>> best_paper = max(scores, key=lambda s: s.H)  # the paper's test-set choice
+        >>> x, y = torch.randn(20, 4), torch.arange(20) % 2
+        >>> scores = evaluate_gzsl(
+        ...     seen_features=x, seen_labels=y, generated_features=x + 5, generated_labels=y,
+        ...     test_seen_features=x, test_seen_labels=y,
+        ...     test_unseen_features=x + 5, test_unseen_labels=y,
+        ...     num_seen=2, num_unseen=2, lr=1e-2, batch_size=16, epochs=3,
+        ... )
+        >>> len(scores)
+        3
+        >>> paper_choice = max(scores, key=lambda s: s.H)  # selected on TEST, as the paper
     """
     num_seen = check_int("num_seen", num_seen, minimum=1)
     num_unseen = check_int("num_unseen", num_unseen, minimum=1)
@@ -165,8 +173,14 @@ def evaluate_zsl(
         T1 (a fraction) per classifier epoch.
 
     Example:
-        >>> t1 = evaluate_zsl(generated_features=xg, generated_labels=yg, ...)  # doctest: +SKIP
-        >>> t1[-1]  # the last epoch  # doctest: +SKIP
+        >>> x, y = torch.randn(20, 4), torch.arange(20) % 2
+        >>> top1 = evaluate_zsl(
+        ...     generated_features=x, generated_labels=y,
+        ...     test_unseen_features=x, test_unseen_labels=y,
+        ...     num_unseen=2, lr=1e-2, batch_size=16, epochs=3,
+        ... )
+        >>> len(top1)
+        3
     """
     num_unseen = check_int("num_unseen", num_unseen, minimum=1)
     generated_features = check_matrix("generated_features", generated_features)

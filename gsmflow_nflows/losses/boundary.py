@@ -159,10 +159,13 @@ def train_relation_network(
         The mean training loss of every epoch (``epochs`` floats).
 
     Example:
-        >>> net = RelationNetwork(8, 3, hidden_features=32)
+        >>> net = RelationNetwork(feature_dim=8, embedding_dim=3, hidden_features=16)
+        >>> x, y = torch.randn(12, 8), torch.arange(12) % 3
         >>> losses = train_relation_network(
-        ...     net, x, y, seen_embeddings, epochs=5, batch_size=64, lr=1e-3,
-        ...     weight_decay=0.0)  # doctest: +SKIP
+        ...     net, x, y, torch.eye(3), epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0
+        ... )
+        >>> len(losses)
+        2
     """
     if not isinstance(net, RelationNetwork):
         raise TypeError(f"Expected net to be a RelationNetwork, got {type(net).__name__}.")
@@ -228,9 +231,14 @@ class BoundarySampleMiner:
         batch_size: Batch size, ``>= 1`` (clamped to the number of samples).
 
     Example:
-        >>> miner = BoundarySampleMiner(net, loops=20, lr=30.0, momentum=0.0,
-        ...                             entropy_weight=10.0, batch_size=200)
-        >>> mined_x, mined_y = miner.mine(x, y, seen_embeddings)  # doctest: +SKIP
+        >>> net = RelationNetwork(feature_dim=8, embedding_dim=3, hidden_features=16)
+        >>> x, y = torch.randn(12, 8), torch.arange(12) % 3
+        >>> miner = BoundarySampleMiner(
+        ...     net, loops=2, lr=30.0, momentum=0.0, entropy_weight=10.0, batch_size=200
+        ... )
+        >>> mined_x, mined_y = miner.mine(x, y, torch.eye(3))
+        >>> mined_x.shape, bool((mined_y == y).all())
+        (torch.Size([12, 8]), True)
     """
 
     def __init__(

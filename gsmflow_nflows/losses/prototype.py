@@ -71,9 +71,12 @@ class PrototypeLoss:
         weight: The prototype weight ``lambda_p`` (published: 1 to 10), ``>= 0``.
 
     Example:
-        >>> loss_fn = PrototypeLoss(weight=3.0)
-        >>> loss = loss_fn(flow, seen_class_embeddings, class_means(x, y, num_seen))
-        >>> loss.backward()  # doctest: +SKIP
+        >>> from nflows.distributions.normal import StandardNormal
+        >>> from nflows.transforms.standard import IdentityTransform
+        >>> flow = Flow(IdentityTransform(), StandardNormal([2]), embedding_net=torch.nn.Identity())
+        >>> means = class_means(torch.tensor([[1.0, 1.0], [1.0, 3.0]]), torch.tensor([0, 1]), 2)
+        >>> PrototypeLoss(weight=3.0)(flow, torch.eye(2), means)  # inverse(0) = 0 here
+        tensor(9.)
     """
 
     def __init__(self, weight: float) -> None:
