@@ -125,7 +125,7 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
             f"use the xlsa17 files (res101.mat + att_splits.mat) of this dataset"
         )
     fix = f"copy the dataset's {FEATURES_FILE} into {folder} or run `gsmflow download`"
-    feat_mat = read_mat(feat_path, fix=fix)
+    feat_mat = read_mat(feat_path, fix=fix, variable_names=("features", "labels"))
     require_keys(feat_mat, ("features", "labels"), feat_path, fix="re-extract res101.mat")
 
     split_mat = read_mat(splits_path, fix="re-download the dataset")
