@@ -9,3 +9,24 @@ References:
 """
 
 __version__ = "0.1.0"
+
+from gsmflow_nflows.context_groups import ContextGroups
+from gsmflow_nflows.model import build_gsmflow, generate_features, glow_block
+from gsmflow_nflows.semantic import RelativePositioningEncoder, select_anchors
+from gsmflow_nflows.transforms import (
+    SemanticAffineCouplingTransform,
+    SemanticCouplingNet,
+    soft_clamp,
+)
+
+__all__ = [
+    "ContextGroups",
+    "RelativePositioningEncoder",
+    "SemanticAffineCouplingTransform",
+    "SemanticCouplingNet",
+    "build_gsmflow",
+    "generate_features",
+    "glow_block",
+    "select_anchors",
+    "soft_clamp",
+]

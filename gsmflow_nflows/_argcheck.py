@@ -1,0 +1,119 @@
+"""Private argument checks shared by the loss and evaluation modules.
+
+Every check raises a one-line ``ValueError`` or ``TypeError`` that names what was
+expected and what was received. Nothing here uses ``assert``: user input must be
+checked even under ``python -O``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+from torch import Tensor
+
+
+def check_real(name: str, value: object, *, minimum: float | None = None) -> float:
+    """Return ``value`` as a finite float, optionally ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"Expected {name} to be a real number, got {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Expected {name} to be finite, got {value}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"Expected {name} >= {minimum}, got {value}.")
+    return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a finite float that is strictly positive."""
+    value = check_real(name, value)
+    if value <= 0:
+        raise ValueError(f"Expected {name} > 0, got {value}.")
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """Return ``value`` as an int ``>= minimum`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"Expected {name} to be an integer, got {type(value).__name__}.")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"Expected {name} >= {minimum}, got {value}.")
+    return value
+
+
+def check_tensor(name: str, value: object) -> Tensor:
+    """Refuse anything that is not a ``torch.Tensor``."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"Expected {name} to be a torch.Tensor, got {type(value).__name__}.")
+    return value
+
+
+def check_matrix(
+    name: str,
+    value: object,
+    *,
+    columns: int | None = None,
+    rows: int | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """Check a floating-point 2-D tensor, its shape and (by default) finiteness."""
+    value = check_tensor(name, value)
+    if value.dim() != 2:
+        raise ValueError(f"Expected {name} to be 2-D [N, D], got shape {tuple(value.shape)}.")
+    if not value.is_floating_point():
+        raise TypeError(f"Expected {name} to be floating point, got dtype {value.dtype}.")
+    if columns is not None and value.shape[1] != columns:
+        raise ValueError(f"Expected {name} to have {columns} columns, got {value.shape[1]}.")
+    if rows is not None and value.shape[0] != rows:
+        raise ValueError(f"Expected {name} to have {rows} rows, got {value.shape[0]}.")
+    if finite and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"Expected {name} to be finite, got NaN or infinite values.")
+    return value
+
+
+def check_labels(
+    name: str,
+    value: object,
+    *,
+    length: int | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
+    """Check a 1-D integer label tensor with values in ``[0, num_classes)``."""
+    value = check_tensor(name, value)
+    if value.dim() != 1:
+        raise ValueError(f"Expected {name} to be 1-D [N], got shape {tuple(value.shape)}.")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"Expected {name} to be an integer tensor, got dtype {value.dtype}.")
+    if length is not None and value.shape[0] != length:
+        raise ValueError(f"Expected {name} to have {length} entries, got {value.shape[0]}.")
+    if value.numel() > 0:
+        low, high = int(value.min()), int(value.max())
+        if low < 0:
+            raise ValueError(f"Expected {name} >= 0, got minimum {low}.")
+        if num_classes is not None and high >= num_classes:
+            raise ValueError(f"Expected {name} in [0, {num_classes - 1}], got maximum {high}.")
+    return value.long()
+
+
+def check_callable(name: str, value: object) -> None:
+    """Refuse a non-callable optional callback (``None`` is accepted)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"Expected {name} to be callable or None, got {type(value).__name__}.")
+
+
+def check_generator(value: object) -> torch.Generator | None:
+    """Refuse anything that is neither ``None`` nor a ``torch.Generator``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(
+            f"Expected generator to be a torch.Generator or None, got {type(value).__name__}."
+        )
+    return value
+
+
+def randperm(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """A random permutation of ``range(n)`` drawn with ``generator``, placed on ``device``."""
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randperm(n, generator=generator, device=draw_device).to(device)

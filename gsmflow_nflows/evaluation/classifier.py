@@ -1,0 +1,176 @@
+"""The softmax classifier trained on real seen + generated unseen features.
+
+As in the GSMFlow evaluation code: ``Linear(D, C) + LogSoftmax``, Xavier-normal
+weights, zero bias, Adam with ``betas=(0.5, 0.999)``, NLL loss.
+
+References:
+    Chen et al., "GSMFlow: Generation Shifts Mitigating Flow for Generalized
+    Zero-Shot Learning", IEEE Transactions on Multimedia, 2022.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gsmflow_nflows._argcheck import (
+    check_callable,
+    check_generator,
+    check_int,
+    check_labels,
+    check_matrix,
+    check_positive,
+    check_real,
+    randperm,
+)
+
+
+class SoftmaxClassifier(nn.Module):
+    """``LogSoftmax(Linear(D, C)(x))`` with Xavier-normal weight and zero bias.
+
+    Args:
+        in_features: Feature dimension ``D``.
+        num_classes: Number of classes ``C``.
+        generator: Source of the weight initialisation; ``None`` uses torch's
+            global RNG. The parameters are created on the generator's device.
+
+    Example:
+        >>> clf = SoftmaxClassifier(8, 3, generator=torch.Generator().manual_seed(0))
+        >>> log_probs = clf(torch.randn(2, 8))
+        >>> log_probs.shape, torch.allclose(log_probs.exp().sum(1), torch.ones(2))
+        (torch.Size([2, 3]), True)
+    """
+
+    def __init__(
+        self, in_features: int, num_classes: int, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        in_features = check_int("in_features", in_features, minimum=1)
+        num_classes = check_int("num_classes", num_classes, minimum=1)
+        check_generator(generator)
+        device = generator.device if generator is not None else None
+        self.linear = nn.Linear(in_features, num_classes, device=device)
+        nn.init.xavier_normal_(self.linear.weight, generator=generator)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Log-probabilities ``[N, C]`` of features ``[N, D]``."""
+        return F.log_softmax(self.linear(inputs), dim=1)
+
+
+EpochCallback = Callable[[int, SoftmaxClassifier], None]
+
+
+def train_softmax_classifier(
+    train_features: Tensor,
+    train_labels: Tensor,
+    num_classes: int,
+    *,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    betas: tuple[float, float] = (0.5, 0.999),
+    generator: torch.Generator | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> SoftmaxClassifier:
+    """Train a :class:`SoftmaxClassifier` with Adam and the NLL loss.
+
+    Each epoch draws one permutation of the training set with ``generator`` and
+    visits it in ``ceil(N / batch_size)`` slices (the last may be smaller), so
+    every sample is seen once per epoch. A ``batch_size`` larger than ``N`` is
+    clamped to ``N`` (one full batch per epoch; the reference code crashed here).
+    The classifier lives on the features' device and dtype.
+
+    Args:
+        train_features: Training features ``[N, D]``.
+        train_labels: Labels ``[N]`` in ``0..num_classes-1``.
+        num_classes: Number of outputs ``C``.
+        lr: Adam learning rate, ``> 0``.
+        batch_size: Batch size, ``>= 1``.
+        epochs: Number of epochs, ``>= 1``.
+        betas: Adam betas, each in ``[0, 1)``.
+        generator: Source of the initialisation and the shuffling (a CPU
+            generator works for any device); ``None`` uses torch's global RNG.
+        on_epoch: Called as ``on_epoch(epoch, classifier)`` after every epoch
+            (``epoch`` counts from 0); used to score each epoch.
+
+    Returns:
+        The trained classifier.
+
+    Example:
+        >>> x, y = torch.randn(30, 8), torch.arange(30) % 3
+        >>> clf = train_softmax_classifier(
+        ...     x, y, 3, lr=1e-3, batch_size=64, epochs=2, generator=torch.Generator()
+        ... )
+        >>> predict(clf, x).shape
+        torch.Size([30])
+    """
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    lr = check_positive("lr", lr)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    epochs = check_int("epochs", epochs, minimum=1)
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise ValueError(f"Expected betas to be a pair of floats, got {betas!r}.")
+    for index, beta in enumerate(betas):
+        if check_real(f"betas[{index}]", beta, minimum=0.0) >= 1.0:
+            raise ValueError(f"Expected 0 <= betas[{index}] < 1, got {beta}.")
+    check_generator(generator)
+    check_callable("on_epoch", on_epoch)
+    train_features = check_matrix("train_features", train_features)
+    num_samples = train_features.shape[0]
+    if num_samples == 0:
+        raise ValueError("Expected at least one training sample, got 0.")
+    train_labels = check_labels(
+        "train_labels", train_labels, length=num_samples, num_classes=num_classes
+    ).to(train_features.device)
+
+    classifier = SoftmaxClassifier(train_features.shape[1], num_classes, generator=generator)
+    classifier = classifier.to(device=train_features.device, dtype=train_features.dtype)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, betas=tuple(betas))
+    batch_size = min(batch_size, num_samples)
+    for epoch in range(epochs):
+        classifier.train()
+        order = randperm(num_samples, generator, train_features.device)
+        for start in range(0, num_samples, batch_size):
+            index = order[start : start + batch_size]
+            loss = F.nll_loss(classifier(train_features[index]), train_labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        classifier.eval()
+        if on_epoch is not None:
+            on_epoch(epoch, classifier)
+    return classifier
+
+
+def predict(classifier: nn.Module, features: Tensor, batch_size: int = 8192) -> Tensor:
+    """Predicted class ids (argmax), batched, under ``torch.inference_mode``.
+
+    Args:
+        classifier: A module mapping ``[B, D]`` to scores ``[B, C]``.
+        features: Features ``[N, D]`` on the classifier's device.
+        batch_size: Rows per forward pass, ``>= 1``.
+
+    Returns:
+        A ``LongTensor`` ``[N]`` on the features' device.
+
+    Example:
+        >>> clf = SoftmaxClassifier(8, 3)
+        >>> predict(clf, torch.randn(5, 8)).shape
+        torch.Size([5])
+    """
+    if not isinstance(classifier, nn.Module):
+        raise TypeError(f"Expected classifier to be an nn.Module, got {type(classifier).__name__}.")
+    features = check_matrix("features", features, finite=False)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    with torch.inference_mode():
+        chunks = [
+            classifier(features[start : start + batch_size]).argmax(dim=1)
+            for start in range(0, features.shape[0], batch_size)
+        ]
+    if not chunks:
+        return torch.empty(0, dtype=torch.long, device=features.device)
+    return torch.cat(chunks).to(features.device)

@@ -1,0 +1,268 @@
+"""The three evaluation protocols of ``gsmflow bench``, always labelled by name.
+
+* ``paper``: the authors' protocol. Every ``eval_every`` iterations after
+  ``eval_start`` (and at the end) generate unseen features, train the
+  classifier, score S/U/H on the TEST sets after every classifier epoch, and
+  report the best H over all evaluations and epochs (and, separately, the best
+  T1). It selects on the test set: use it only to compare with published numbers.
+* ``val``: the same evaluations, but on the validation split (``split="val"``:
+  the flow trains on ``train_loc``, ``val_loc`` classes act as unseen). The
+  iteration and classifier epoch with the best validation H (T1: best
+  validation T1) are chosen there; then a fresh flow trains on ``trainval`` to
+  the same fraction of its schedule, and ONE evaluation on the test sets, with
+  the chosen classifier epoch count, is reported.
+* ``final``: the fixed schedule; the last iteration and the last classifier epoch,
+  one evaluation on the test sets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from nflows.flows.base import Flow
+
+from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.evaluation.gzsl import evaluate_gzsl, evaluate_zsl
+from gsmflow_nflows.model import generate_features
+from gsmflow_nflows.training.config import GSMFlowConfig
+from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn, seeded_generator
+
+PROTOCOLS = ("paper", "val", "final")
+
+
+@dataclass(frozen=True)
+class ProtocolResult:
+    """One seed's result under one protocol. Accuracies are fractions in ``[0, 1]``.
+
+    ``iteration`` and ``classifier_epoch`` (1-based) say which model and
+    classifier the H figure comes from; ``t1_iteration``/``t1_epoch`` the same for T1.
+    """
+
+    protocol: str
+    seed: int
+    S: float
+    U: float
+    H: float
+    T1: float
+    iteration: int
+    classifier_epoch: int
+    t1_iteration: int
+    t1_epoch: int
+    seconds: float
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def evaluate_flow(
+    flow: Flow, data: GZSLData, config: GSMFlowConfig, iteration: int, *, epochs: int | None = None
+) -> dict[str, Any]:
+    """Generate unseen features with ``flow`` and score GZSL (S/U/H) and ZSL (T1) per epoch.
+
+    Args:
+        flow: the trained flow.
+        data: the dataset whose test sets are scored (its unseen classes are generated).
+        config: the run's config (evaluation section).
+        iteration: the flow's iteration (recorded, and seeds the generation).
+        epochs: classifier epochs; default ``config.evaluation.classifier_epochs``.
+
+    Returns:
+        ``{"iteration", "gzsl": [{"S", "U", "H"} per epoch], "zsl_t1": [T1 per epoch]}``.
+    """
+    evaluation = config.evaluation
+    epochs = epochs if epochs is not None else evaluation.classifier_epochs
+    device = next(flow.parameters()).device
+    generator = seeded_generator(config.seed, 5, iteration)
+    generated, generated_labels = generate_features(
+        flow,
+        data.unseen_embeddings.to(device),
+        evaluation.samples_per_class,
+        generator=generator,
+    )
+    common = {
+        "lr": evaluation.classifier_lr,
+        "batch_size": evaluation.classifier_batch_size,
+        "epochs": epochs,
+    }
+    gzsl = evaluate_gzsl(
+        seen_features=data.train_features.to(device),
+        seen_labels=data.train_labels.to(device),
+        generated_features=generated,
+        generated_labels=generated_labels,
+        test_seen_features=data.test_seen_features.to(device),
+        test_seen_labels=data.test_seen_labels.to(device),
+        test_unseen_features=data.test_unseen_features.to(device),
+        test_unseen_labels=data.test_unseen_labels.to(device),
+        num_seen=data.num_seen,
+        num_unseen=data.num_unseen,
+        generator=seeded_generator(config.seed, 6, iteration),
+        **common,
+    )
+    zsl = evaluate_zsl(
+        generated_features=generated,
+        generated_labels=generated_labels,
+        test_unseen_features=data.test_unseen_features.to(device),
+        test_unseen_labels=data.test_unseen_labels.to(device),
+        num_unseen=data.num_unseen,
+        generator=seeded_generator(config.seed, 7, iteration),
+        **common,
+    )
+    return {
+        "iteration": iteration,
+        "gzsl": [asdict(scores) for scores in gzsl],
+        "zsl_t1": list(zsl),
+    }
+
+
+def _best(records: list[dict[str, Any]]) -> tuple[dict[str, Any], int, dict[str, Any], int]:
+    """(record, epoch index) of the best H, and of the best T1; first wins ties."""
+    best_h = max(
+        ((r, e) for r in records for e in range(len(r["gzsl"]))),
+        key=lambda pair: pair[0]["gzsl"][pair[1]]["H"],
+    )
+    best_t1 = max(
+        ((r, e) for r in records for e in range(len(r["zsl_t1"]))),
+        key=lambda pair: pair[0]["zsl_t1"][pair[1]],
+    )
+    return best_h[0], best_h[1], best_t1[0], best_t1[1]
+
+
+def evaluation_points(config: GSMFlowConfig, total: int) -> Callable[[int], bool]:
+    """The reference's schedule: every ``eval_every`` iterations from ``eval_start``, and the end."""
+    evaluation = config.evaluation
+
+    def due(iteration: int) -> bool:
+        if iteration == total:
+            return True
+        return iteration >= evaluation.eval_start and iteration % evaluation.eval_every == 0
+
+    return due
+
+
+def run_protocol(
+    protocol: str,
+    config: GSMFlowConfig,
+    load_data: Callable[[str], GZSLData],
+    *,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> ProtocolResult:
+    """Train and evaluate one seed under ``protocol`` (see the module docstring).
+
+    Args:
+        protocol: ``"paper"``, ``"val"`` or ``"final"``.
+        config: the run's config (its seed included).
+        load_data: ``split -> GZSLData`` (``"test"``; ``"val"`` for the val protocol).
+        device: where to run; ``None`` picks CUDA when available.
+        precision: ``"fp32"`` or ``"bf16"``.
+        checkpoint_dir: folder for this seed's checkpoints, or ``None``.
+        checkpoint_every: iterations between checkpoints.
+        resume: continue interrupted runs from their checkpoints.
+        progress: progress callback passed to the trainer.
+
+    Returns:
+        The :class:`ProtocolResult`.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
+    started = time.perf_counter()
+
+    def trainer_for(data: GZSLData, tag: str) -> GSMFlowTrainer:
+        path = None
+        if checkpoint_dir is not None:
+            path = Path(checkpoint_dir) / f"{protocol}-{tag}-seed{config.seed}.pt"
+        return GSMFlowTrainer(
+            config,
+            data,
+            device=device,
+            precision=precision,
+            checkpoint_path=path,
+            checkpoint_every=checkpoint_every,
+        )
+
+    def result(best_h, epoch_h, best_t1, epoch_t1, records) -> ProtocolResult:
+        scores = best_h["gzsl"][epoch_h]
+        return ProtocolResult(
+            protocol=protocol,
+            seed=config.seed,
+            S=scores["S"],
+            U=scores["U"],
+            H=scores["H"],
+            T1=best_t1["zsl_t1"][epoch_t1],
+            iteration=best_h["iteration"],
+            classifier_epoch=epoch_h + 1,
+            t1_iteration=best_t1["iteration"],
+            t1_epoch=epoch_t1 + 1,
+            seconds=time.perf_counter() - started,
+            evaluations=records,
+        )
+
+    test_data = load_data("test")
+    if protocol == "final":
+        trainer = trainer_for(test_data, "test")
+        flow = trainer.fit(resume=resume, progress=progress)
+        record = evaluate_flow(flow, test_data, config, trainer.total_iterations)
+        last = len(record["gzsl"]) - 1
+        return result(record, last, record, last, [record])
+
+    if protocol == "paper":
+        trainer = trainer_for(test_data, "test")
+
+        def evaluate(iteration: int, flow: Flow) -> dict[str, Any]:
+            return evaluate_flow(flow, test_data, config, iteration)
+
+        trainer.fit(
+            resume=resume,
+            progress=progress,
+            evaluate=evaluate,
+            evaluate_at=evaluation_points(config, trainer.total_iterations),
+        )
+        return result(*_best(trainer.history), trainer.history)
+
+    # protocol == "val": choose on the validation split, report one test evaluation.
+    val_data = load_data("val")
+    val_trainer = trainer_for(val_data, "val")
+
+    def evaluate_val(iteration: int, flow: Flow) -> dict[str, Any]:
+        return evaluate_flow(flow, val_data, config, iteration)
+
+    val_trainer.fit(
+        resume=resume,
+        progress=progress,
+        evaluate=evaluate_val,
+        evaluate_at=evaluation_points(config, val_trainer.total_iterations),
+    )
+    best_h, epoch_h, best_t1, epoch_t1 = _best(val_trainer.history)
+    test_trainer = trainer_for(test_data, "test")
+    fraction = best_h["iteration"] / val_trainer.total_iterations
+    chosen = max(1, round(fraction * test_trainer.total_iterations))
+    flow = test_trainer.fit(resume=resume, progress=progress, stop_after=chosen)
+    record = evaluate_flow(flow, test_data, config, chosen, epochs=epoch_h + 1)
+    record_t1 = record
+    if best_t1["iteration"] != best_h["iteration"] or epoch_t1 > epoch_h:
+        # T1 was chosen at another point: train (continue) to it and evaluate once more.
+        t1_chosen = max(
+            1, round(best_t1["iteration"] / val_trainer.total_iterations * test_trainer.total_iterations)
+        )
+        t1_trainer = trainer_for(test_data, "test-t1")
+        t1_flow = t1_trainer.fit(resume=resume, progress=progress, stop_after=t1_chosen)
+        record_t1 = evaluate_flow(t1_flow, test_data, config, t1_chosen, epochs=epoch_t1 + 1)
+    validation = {"validation": val_trainer.history}
+    return result(
+        record,
+        len(record["gzsl"]) - 1,
+        record_t1,
+        len(record_t1["zsl_t1"]) - 1,
+        [record, *([record_t1] if record_t1 is not record else []), validation],
+    )

@@ -1,0 +1,266 @@
+"""The paper's model in one call, and feature generation for unseen classes.
+
+References:
+    Chen et al., "GSMFlow: Generation Shifts Mitigating Flow for Generalized
+    Zero-Shot Learning", IEEE Transactions on Multimedia, 2022.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from nflows.distributions.normal import StandardNormal
+from nflows.flows.base import Flow
+from nflows.transforms.base import CompositeTransform, Transform
+from nflows.transforms.lu import LULinear
+from nflows.transforms.permutations import Permutation, ReversePermutation
+from torch import Tensor, nn
+
+from gsmflow_nflows._checks import check_matrix
+from gsmflow_nflows.context_groups import ContextGroups
+from gsmflow_nflows.semantic import RelativePositioningEncoder
+from gsmflow_nflows.transforms import SemanticAffineCouplingTransform, SemanticCouplingNet
+
+PERMUTATIONS = (None, "reverse", "random", "lu")
+
+
+def _positive_int(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
+    return value
+
+
+def glow_block(
+    features: int,
+    context_features: int,
+    hidden_features: int,
+    clamp: float = 1.0,
+    groups: ContextGroups | None = None,
+) -> CompositeTransform:
+    """One GLOW-style double affine coupling: both halves transformed, each given the other.
+
+    With ``x = [x1, x2]`` (``x1`` the first ``features // 2`` features):
+    ``y1 = x1 * exp(s2(x2, h)) + t2(x2, h)``, then ``y2 = x2 * exp(s1(y1, h)) + t1(y1, h)``.
+
+    Args:
+        features: data dimension ``D >= 2`` (odd is fine).
+        context_features: width of the semantic embedding ``h``.
+        hidden_features: width of each coupling net's hidden layer.
+        clamp: soft-clamp bound of the log-scales.
+        groups: grouping cache shared by the nets (see ``ContextGroups``).
+
+    Returns:
+        A ``CompositeTransform`` of two ``SemanticAffineCouplingTransform``.
+
+    Example:
+        >>> block = glow_block(5, context_features=3, hidden_features=8)
+        >>> block(torch.randn(2, 5), context=torch.randn(2, 3))[0].shape
+        torch.Size([2, 5])
+    """
+    _positive_int(features, "features")
+    if features < 2:
+        raise ValueError(f"Expected features >= 2 for a coupling, got {features}.")
+    groups = groups if groups is not None else ContextGroups()
+    half = features // 2
+    first_half = torch.zeros(features, dtype=torch.long)
+    first_half[:half] = 1
+
+    def make_net(in_features: int, out_features: int) -> nn.Module:
+        return SemanticCouplingNet(
+            in_features, out_features, context_features, hidden_features, groups=groups
+        )
+
+    return CompositeTransform(
+        [
+            SemanticAffineCouplingTransform(first_half, make_net, clamp=clamp),
+            SemanticAffineCouplingTransform(1 - first_half, make_net, clamp=clamp),
+        ]
+    )
+
+
+class _StandardNormal(StandardNormal):
+    """nflows' ``StandardNormal``, but samples take the dtype of the context (or the model).
+
+    nflows draws float32 noise whatever the model's dtype, which breaks
+    ``Flow.sample`` for float64 models.
+    """
+
+    def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
+        if context is None:
+            return torch.randn(
+                num_samples, *self._shape, device=self._log_z.device, dtype=self._log_z.dtype
+            )
+        samples = torch.randn(
+            context.shape[0] * num_samples, *self._shape, device=context.device, dtype=context.dtype
+        )
+        return samples.reshape(context.shape[0], num_samples, *self._shape)
+
+
+def _reset_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """PyTorch's default ``Linear`` initialisation, drawn from ``generator``."""
+    bound = 1.0 / math.sqrt(layer.in_features)
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
+        if layer.bias is not None:
+            layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
+
+
+def _mixing(kind: str, features: int, generator: torch.Generator | None) -> Transform:
+    if kind == "reverse":
+        return ReversePermutation(features)
+    if kind == "random":
+        return Permutation(torch.randperm(features, generator=generator))
+    return LULinear(features, identity_init=True)
+
+
+def build_gsmflow(
+    features: int,
+    class_embeddings: Tensor,
+    *,
+    num_blocks: int = 5,
+    hidden_features: int = 2048,
+    semantic_features: int = 1024,
+    clamp: float = 1.0,
+    permutation: str | None = None,
+    init_scale: float = 0.01,
+    generator: torch.Generator | None = None,
+    relative_positioning: bool = True,
+) -> Flow:
+    """Build the paper's conditional flow ``p(x | a)`` as an nflows ``Flow``.
+
+    ``num_blocks`` GLOW double couplings (:func:`glow_block`), each conditioned on
+    ``h(a)`` from a :class:`RelativePositioningEncoder` whose anchors come from
+    ``class_embeddings``; the encoder is the flow's ``embedding_net``, so
+    ``flow.log_prob(x, context=a)`` and ``flow.sample(n, context=a)`` take RAW class
+    embeddings ``a``. Base distribution: ``StandardNormal([features])``.
+    Coupling-net parameters start at ``init_scale * N(0, 1)`` as in the reference
+    code, so the flow starts near the identity; the encoder gets PyTorch's
+    default ``Linear`` initialisation (the reference initialises only the flow),
+    drawn from ``generator`` too, so a seeded generator fixes every parameter.
+    The model is placed on the device and dtype of ``class_embeddings``.
+
+    Args:
+        features: feature dimension ``D`` (2048 for ResNet-101; any ``D >= 2``).
+        class_embeddings: ``[C, A]`` semantic vectors of ALL classes (anchor choice).
+        num_blocks: number of GLOW blocks (aPY 5, others 3).
+        hidden_features: coupling nets' hidden width (2048 in the paper).
+        semantic_features: width of ``h`` (1024 in the paper).
+        clamp: soft-clamp bound of the log-scales (1.0 in the paper).
+        permutation: mixing inserted between blocks: ``None`` (the paper),
+            ``"reverse"``, ``"random"`` or ``"lu"`` (nflows ``LULinear``).
+        init_scale: standard deviation of the coupling-net initialisation.
+        generator: random source for the initialisation and a random permutation.
+        relative_positioning: ``False`` drops the encoder (the paper's ablation):
+            the coupling nets take the raw class vector as context and
+            ``semantic_features`` is unused.
+
+    Returns:
+        An ``nflows.flows.Flow``.
+
+    Example:
+        >>> classes = torch.randn(6, 4)
+        >>> flow = build_gsmflow(10, classes, num_blocks=2, hidden_features=16,
+        ...                      semantic_features=8)
+        >>> flow.log_prob(torch.randn(3, 10), context=classes[:3]).shape
+        torch.Size([3])
+    """
+    _positive_int(features, "features")
+    if features < 2:
+        raise ValueError(f"Expected features >= 2 for a coupling flow, got {features}.")
+    _positive_int(num_blocks, "num_blocks")
+    _positive_int(hidden_features, "hidden_features")
+    _positive_int(semantic_features, "semantic_features")
+    if permutation not in PERMUTATIONS:
+        raise ValueError(f"Expected permutation in {PERMUTATIONS}, got {permutation!r}.")
+    if not isinstance(init_scale, (int, float)) or not init_scale >= 0:
+        raise ValueError(f"Expected init_scale >= 0, got {init_scale!r}.")
+    check_matrix(class_embeddings, "class_embeddings")
+
+    groups = ContextGroups()
+    if relative_positioning:
+        encoder: nn.Module = RelativePositioningEncoder.from_class_embeddings(
+            class_embeddings, semantic_features, groups=groups
+        )
+        context_features = semantic_features
+    else:
+        encoder = nn.Identity()
+        context_features = class_embeddings.shape[1]
+    layers: list[Transform] = []
+    for index in range(num_blocks):
+        if index > 0 and permutation is not None:
+            layers.append(_mixing(permutation, features, generator))
+        layers.append(glow_block(features, context_features, hidden_features, clamp, groups))
+    transform = CompositeTransform(layers)
+    with torch.no_grad():
+        for module in transform.modules():
+            if isinstance(module, SemanticCouplingNet):
+                for parameter in module.parameters():
+                    parameter.copy_(init_scale * torch.randn(parameter.shape, generator=generator))
+    for layer in getattr(encoder, "anchor_layers", ()):
+        _reset_linear(layer, generator)
+    flow = Flow(transform, _StandardNormal([features]), embedding_net=encoder)
+    return flow.to(device=class_embeddings.device, dtype=class_embeddings.dtype)
+
+
+def generate_features(
+    flow: Flow,
+    class_embeddings: Tensor,
+    num_per_class: int,
+    *,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample ``num_per_class`` features for each class from a trained flow.
+
+    ``z ~ N(0, I)`` is mapped through the inverse flow with the class's semantic
+    embedding, in batches of ``batch_size`` rows (each batch holds one class, so
+    the per-class part of the coupling nets is computed once per batch).
+    Runs under ``torch.inference_mode``; device and dtype follow the flow.
+
+    Args:
+        flow: a flow from :func:`build_gsmflow` (or any nflows ``Flow`` whose
+            ``embedding_net`` takes raw class embeddings).
+        class_embeddings: ``[C, A]`` raw semantic vectors of the classes to sample.
+        num_per_class: samples per class, >= 1.
+        batch_size: rows per inverse pass; default ``min(num_per_class, 4096)``.
+        generator: random source for ``z``. On another device than the flow, the
+            noise is drawn there and copied over.
+
+    Returns:
+        ``(features [C * num_per_class, D], labels [C * num_per_class])`` with
+        labels ``0..C-1`` in the order of ``class_embeddings``, class by class.
+
+    Example:
+        >>> classes = torch.randn(4, 3)
+        >>> flow = build_gsmflow(6, classes, num_blocks=1, hidden_features=8, semantic_features=4)
+        >>> features, labels = generate_features(flow, classes[:2], 5)
+        >>> features.shape, labels.tolist()
+        (torch.Size([10, 6]), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    """
+    _positive_int(num_per_class, "num_per_class")
+    batch_size = min(num_per_class, 4096) if batch_size is None else batch_size
+    _positive_int(batch_size, "batch_size")
+    parameter = next(flow.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    check_matrix(class_embeddings, "class_embeddings")
+    class_embeddings = class_embeddings.to(device=device, dtype=dtype)
+    features = flow._distribution._shape[0]
+    num_classes = class_embeddings.shape[0]
+    noise_device = generator.device if generator is not None else device
+
+    output = torch.empty(num_classes * num_per_class, features, device=device, dtype=dtype)
+    with torch.inference_mode():
+        contexts = flow._embedding_net(class_embeddings)
+        row = 0
+        for index in range(num_classes):
+            for start in range(0, num_per_class, batch_size):
+                rows = min(batch_size, num_per_class - start)
+                noise = torch.randn(
+                    rows, features, generator=generator, device=noise_device, dtype=dtype
+                ).to(device)
+                context = contexts[index : index + 1].expand(rows, -1)
+                output[row : row + rows] = flow._transform.inverse(noise, context=context)[0]
+                row += rows
+    labels = torch.arange(num_classes, device=device).repeat_interleave(num_per_class)
+    return output, labels
