@@ -221,7 +221,7 @@ def reference_train_step(
     perturbation: float = 0.02,
     prototype_weight: float = 3.0,
     noise: Tensor | None = None,
-) -> dict[str, float]:
+) -> dict[str, Tensor]:
     """One reference training step, as the authors' loop does it.
 
     Perturbation ``x + pi * eps``; NLL; prototype loss (invert at ``z = 0`` for
@@ -241,7 +241,7 @@ def reference_train_step(
             inputs across models; drawn from the global RNG when ``None``.
 
     Returns:
-        The loss values (floats).
+        The losses, detached scalar tensors (no host synchronisation).
     """
     if noise is None:
         noise = torch.randn_like(features)
@@ -257,7 +257,7 @@ def reference_train_step(
     loss = nll + prototype_weight * prototype
     loss.backward()
     optimizer.step()
-    return {"loss": loss.item(), "nll": nll.item(), "prototype": prototype.item()}
+    return {"loss": loss.detach(), "nll": nll.detach(), "prototype": prototype.detach()}
 
 
 @torch.no_grad()

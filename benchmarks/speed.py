@@ -64,6 +64,7 @@ except ImportError as error:  # FrEIA is in the `bench` extra only
 from gsmflow_nflows import build_gsmflow, generate_features
 
 try:  # our trainer's step, once it exists; the local fallback below otherwise
+    from gsmflow_nflows.losses import PrototypeLoss, VisualPerturbation
     from gsmflow_nflows.training.step import train_step as package_train_step
 except ImportError:
     package_train_step = None
@@ -209,33 +210,43 @@ def our_step_source() -> str:
     return "gsmflow_nflows.training.step.train_step"
 
 
-def make_our_step(flow, optimizer, data, settings) -> Callable[[Tensor], Any]:
-    def step(batch: Tensor):
-        x, a = data.features[batch], data.class_embeddings[data.labels[batch]]
-        seen_a = data.class_embeddings[data.seen]
-        if package_train_step is not None:
+def make_our_step(flow, optimizer, data, settings, precision) -> Callable[[Tensor], Any]:
+    """Our step on one batch: the package's ``train_step`` (``precision`` passed to
+    it), or the local fallback under ``torch.autocast`` when the package has none."""
+    seen_a = data.class_embeddings[data.seen]
+    if package_train_step is not None:
+        perturbation = VisualPerturbation(settings["perturbation"])
+        prototype = PrototypeLoss(settings["prototype_weight"])
+
+        def step(batch: Tensor):
             return package_train_step(
                 flow,
                 optimizer,
-                x,
-                a,
+                data.features[batch],
+                data.class_embeddings[data.labels[batch]],
+                seen_embeddings=seen_a,
+                seen_means=data.seen_class_means,
+                perturbation=perturbation,
+                prototype=prototype,
+                precision=precision,
+            )
+
+        return step
+
+    def fallback_step(batch: Tensor):
+        with autocast_context(precision, data.features.device):
+            return fallback_train_step(
+                flow,
+                optimizer,
+                data.features[batch],
+                data.class_embeddings[data.labels[batch]],
                 seen_a,
                 data.seen_class_means,
                 perturbation=settings["perturbation"],
                 prototype_weight=settings["prototype_weight"],
             )
-        return fallback_train_step(
-            flow,
-            optimizer,
-            x,
-            a,
-            seen_a,
-            data.seen_class_means,
-            perturbation=settings["perturbation"],
-            prototype_weight=settings["prototype_weight"],
-        )
 
-    return step
+    return fallback_step
 
 
 # -------------------------------------------------------------------- measuring
@@ -269,36 +280,37 @@ def time_calls(fn: Callable[[int], Any], count: int, device: torch.device) -> li
     return times
 
 
-def count_flops(fn: Callable[[], Any]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+def flops_and_peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, dict]:
+    """FLOPs of ``fn`` and the peak of the tensor memory it allocates above what was live.
 
+    FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions
+    and the other ops it has formulas for; elementwise ops count zero).
 
-def peak_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
-    """Peak of the tensor memory allocated by ``fn`` above what was live before.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before.
-    CPU: replay of the allocation/free events that ``torch.profiler`` records
-    with ``profile_memory=True`` (every tensor allocation through PyTorch's CPU
-    allocator, in time order), taking the maximum of the running sum. That is
-    exact for tensors and independent of what ran earlier in the process,
-    unlike ``ru_maxrss`` (a process-lifetime high-water mark that only moves
-    when a new record is set, so it cannot separate variants run in one process).
+    Memory on CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation
+    before. On CPU: replay of the allocation/free events that ``torch.profiler``
+    records with ``profile_memory=True`` (every tensor allocation through
+    PyTorch's CPU allocator, in time order), taking the maximum of the running
+    sum. That is exact for tensors and independent of what ran earlier in the
+    process, unlike ``ru_maxrss`` (a process-lifetime high-water mark that only
+    moves when a new record is set, so it cannot separate variants run in one
+    process). Python objects and allocator caching are not included.
     """
+    counter = FlopCounterMode(display=False)
     if device.type == "cuda":
         synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fn()
+        with counter:
+            fn()
         synchronize(device)
-        return {
-            "bytes": torch.cuda.max_memory_allocated(device) - before,
+        peak = torch.cuda.max_memory_allocated(device) - before
+        return counter.get_total_flops(), {
+            "bytes": peak,
             "method": "torch.cuda.max_memory_allocated",
         }
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, counter:
         fn()
     try:
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -308,8 +320,14 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
             live += event.nbytes()
             peak = max(peak, live)
     except AttributeError:  # private profiler API changed
-        return {"bytes": None, "method": "unavailable (torch.profiler memory events)"}
-    return {"bytes": peak, "method": "torch.profiler memory events (tensor allocations)"}
+        return counter.get_total_flops(), {
+            "bytes": None,
+            "method": "unavailable (torch.profiler memory events)",
+        }
+    return counter.get_total_flops(), {
+        "bytes": peak,
+        "method": "torch.profiler memory events (tensor allocations)",
+    }
 
 
 def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
@@ -353,6 +371,7 @@ class Variant:
     kind: str  # "reference" or "ours"
     precision: str = "fp32"
     compile: bool = False
+    fused_adam: bool = False
 
 
 def measure_variant(variant, reference0, flow0, data, sizes, args, batches, device, log):
@@ -383,21 +402,24 @@ def measure_variant(variant, reference0, flow0, data, sizes, args, batches, devi
 
     else:
         model = copy.deepcopy(flow0)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=sizes["lr"], weight_decay=sizes["weight_decay"]
+        optimizer = torch.optim.Adam(  # as gsmflow_nflows.training.trainer builds it
+            model.parameters(),
+            lr=sizes["lr"],
+            weight_decay=sizes["weight_decay"],
+            **({"fused": True} if variant.fused_adam else {}),
         )
-        raw_step = make_our_step(model, optimizer, data, settings)
+        raw_step = make_our_step(model, optimizer, data, settings, variant.precision)
 
         def raw_sample(classes, n):
             return generate_features(model, classes, n, batch_size=args.sample_batch)
 
-    if variant.compile:
-        raw_step = torch.compile(raw_step)
-        raw_sample = torch.compile(raw_sample)
+    if variant.compile:  # the flow's model code; the step's glue (loss, Adam) stays eager
+        transform = model._transform
+        transform.forward = torch.compile(transform.forward)
+        transform.inverse = torch.compile(transform.inverse)
 
-    def step(i):
-        with autocast_context(variant.precision, device):
-            return raw_step(batches[i % len(batches)])
+    def step(i):  # precision: only ours, which handles it itself
+        return raw_step(batches[i % len(batches)])
 
     def sample(classes, n):
         with torch.no_grad(), autocast_context(variant.precision, device):
@@ -409,13 +431,13 @@ def measure_variant(variant, reference0, flow0, data, sizes, args, batches, devi
     log(f"[{variant.name}] timing {args.steps} steps")
     step_times = time_calls(lambda i: step(args.warmup + i), args.steps, device)
     stats = summarize(step_times)
-    step_flops = count_flops(lambda: step(0))
-    memory = peak_memory(lambda: step(1), device)
+    step_flops, memory = flops_and_peak_memory(lambda: step(0), device)
     result: dict[str, Any] = {
         "name": variant.name,
         "model": variant.kind,
         "precision": variant.precision,
         "compile": variant.compile,
+        "fused_adam": variant.fused_adam,
         "train_step": stats,
         "train_step_flops": step_flops,
         "train_step_gflops": step_flops / stats["median_s"] / 1e9,
@@ -429,11 +451,9 @@ def measure_variant(variant, reference0, flow0, data, sizes, args, batches, devi
     model.eval()
     n = args.samples_per_class
     log(f"[{variant.name}] sampling {n} x {unseen_a.shape[0]} features")
-    sample(unseen_a[:1], min(n, args.sample_batch))  # warm-up
-    per_feature_flops = count_flops(lambda: sample(unseen_a[:1], min(n, args.sample_batch))) / min(
-        n, args.sample_batch
-    )
-    sample_memory = peak_memory(lambda: sample(unseen_a[:1], min(n, args.sample_batch)), device)
+    one_batch = min(n, args.sample_batch)  # also the warm-up: same batch shape as timed
+    flops, sample_memory = flops_and_peak_memory(lambda: sample(unseen_a[:1], one_batch), device)
+    per_feature_flops = flops / one_batch
     times = time_calls(lambda _: sample(unseen_a, n), 1, device)
     features_per_s = unseen_a.shape[0] * n / times[0]
     result.update(
@@ -545,6 +565,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="which precisions of ours to run (default both)",
     )
     p.add_argument("--compile", action="store_true", help="also run ours with torch.compile")
+    p.add_argument(
+        "--fused-adam",
+        action="store_true",
+        help="also run ours with torch.optim.Adam(fused=True) (the trainer uses the default)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     p.add_argument("--steps", type=int, default=20, help="timed training steps (>= 20)")
     p.add_argument("--warmup", type=int, default=3)
@@ -561,7 +586,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="unseen classes to sample for the throughput (all 12: ~18 TFLOP per model)",
     )
     p.add_argument("--sample-batch", type=int, default=3000)
-    p.add_argument("--matmul-size", type=int, default=None, help="default 4096 (quick: 256)")
+    p.add_argument("--matmul-size", type=int, default=None, help="default 4096 (quick: 512)")
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=6152)
     p.add_argument(
@@ -597,7 +622,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     args.samples_per_class = sizes["samples_per_class"]
-    matmul_size = args.matmul_size or (256 if args.quick else 4096)
+    matmul_size = args.matmul_size or (512 if args.quick else 4096)
     out = sys.stderr if args.json == "-" else sys.stdout
 
     def log(message: str) -> None:
@@ -642,7 +667,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     for precision in precisions:
         variants.append(Variant(f"ours-{precision}", "ours", precision))
-    if args.compile:
+    if args.fused_adam:
+        for precision in precisions:
+            variants.append(
+                Variant(f"ours-{precision}-fused-adam", "ours", precision, fused_adam=True)
+            )
+    if args.compile:  # last: a failed compile can leave the dispatcher in a bad state
         for precision in precisions:
             variants.append(Variant(f"ours-{precision}-compile", "ours", precision, True))
 
@@ -656,6 +686,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if variant.kind == "reference":
                 raise
             log(f"[{variant.name}] FAILED: {type(error).__name__}: {error}")
+            if variant.compile:
+                torch._dynamo.reset()
             failures.append({"name": variant.name, "error": f"{type(error).__name__}: {error}"})
     add_ratios(results)
     report = {
