@@ -382,16 +382,28 @@ class Variant:
     fused_adam: bool = False
 
 
-def measure_variant(variant, reference0, flow0, data, sizes, args, batches, device, log):
-    """Train-step timing, FLOPs, memory and sampling throughput of one variant."""
-    settings = sizes
+@dataclasses.dataclass
+class Runner:
+    """One variant, ready to run: ``step(i)`` trains on batch ``i``, ``sample(a, n)`` generates."""
+
+    variant: Variant
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[int], Any]
+    sample: Callable[[Tensor, int], Any]
+    step_times: list[float] = dataclasses.field(default_factory=list)
+    sample_times: list[float] = dataclasses.field(default_factory=list)
+    sample_count: int = 0
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def make_runner(variant, reference0, flow0, data, sizes, args, batches, device) -> Runner:
+    """A fresh copy of the initial weights, a fresh Adam, and the variant's step and sampler."""
     seen_a = data.class_embeddings[data.seen]
-    unseen_a = data.class_embeddings[data.unseen][: args.sample_classes]
+    adam = {"lr": sizes["lr"], "weight_decay": sizes["weight_decay"]}
     if variant.kind == "reference":
         model = copy.deepcopy(reference0)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=sizes["lr"], weight_decay=sizes["weight_decay"]
-        )
+        optimizer = torch.optim.Adam(model.parameters(), **adam)
 
         def raw_step(batch):
             return reference_train_step(
@@ -401,8 +413,8 @@ def measure_variant(variant, reference0, flow0, data, sizes, args, batches, devi
                 data.class_embeddings[data.labels[batch]],
                 seen_a,
                 data.seen_class_means,
-                perturbation=settings["perturbation"],
-                prototype_weight=settings["prototype_weight"],
+                perturbation=sizes["perturbation"],
+                prototype_weight=sizes["prototype_weight"],
             )
 
         def raw_sample(classes, n):
@@ -410,13 +422,11 @@ def measure_variant(variant, reference0, flow0, data, sizes, args, batches, devi
 
     else:
         model = copy.deepcopy(flow0)
-        optimizer = torch.optim.Adam(  # as gsmflow_nflows.training.trainer builds it
-            model.parameters(),
-            lr=sizes["lr"],
-            weight_decay=sizes["weight_decay"],
-            **({"fused": True} if variant.fused_adam else {}),
-        )
-        raw_step = make_our_step(model, optimizer, data, settings, variant.precision)
+        if variant.fused_adam:
+            adam["fused"] = True
+        # as gsmflow_nflows.training.trainer builds it (default Adam) unless --fused-adam
+        optimizer = torch.optim.Adam(model.parameters(), **adam)
+        raw_step = make_our_step(model, optimizer, data, sizes, variant.precision)
 
         def raw_sample(classes, n):
             return generate_features(model, classes, n, batch_size=args.sample_batch)
@@ -426,55 +436,144 @@ def measure_variant(variant, reference0, flow0, data, sizes, args, batches, devi
         transform.forward = torch.compile(transform.forward)
         transform.inverse = torch.compile(transform.inverse)
 
-    def step(i):  # precision: only ours, which handles it itself
+    def step(i):  # precision: only ours, whose step handles it itself
         return raw_step(batches[i % len(batches)])
 
     def sample(classes, n):
         with torch.no_grad(), autocast_context(variant.precision, device):
             return raw_sample(classes, n)
 
-    model.train()
-    log(f"[{variant.name}] warm-up ({args.warmup} steps)")
-    time_calls(step, args.warmup, device)
-    log(f"[{variant.name}] timing {args.steps} steps")
-    step_times = time_calls(lambda i: step(args.warmup + i), args.steps, device)
-    stats = summarize(step_times)
-    step_flops, memory = flops_and_peak_memory(lambda: step(0), device)
-    result: dict[str, Any] = {
-        "name": variant.name,
-        "model": variant.kind,
-        "precision": variant.precision,
-        "compile": variant.compile,
-        "fused_adam": variant.fused_adam,
-        "train_step": stats,
-        "train_step_flops": step_flops,
-        "train_step_gflops": step_flops / stats["median_s"] / 1e9,
-        "train_step_peak_memory_bytes": memory["bytes"],
-        "memory_method": memory["method"],
-        "state_bytes": state_bytes(model, optimizer),
-    }
-    if args.profile:
-        result["train_step_profile"] = profile_top_ops(lambda: step(2), args.profile)
+    return Runner(variant, model, optimizer, step, sample)
 
-    model.eval()
+
+def run_variants(variants, reference0, flow0, data, sizes, args, batches, device, log):
+    """Measure every variant; timings are interleaved (see ``--sequential``).
+
+    Interleaved: round ``i`` runs one step of every variant (order rotated each
+    round), so a change of machine load during the run hits every variant alike
+    instead of biasing the ratios. Sampling is interleaved the same way, one
+    batch of ``--sample-batch`` features of one class per variant per round.
+
+    Returns:
+        ``(results, failures)``; a variant that raises is dropped, with its error,
+        and the others go on (the reference must not fail).
+    """
+    runners: list[Runner] = []
+    failures: list[dict[str, str]] = []
+
+    def guarded(runner: Runner | None, variant: Variant, what: Callable[[], Any]) -> bool:
+        try:
+            what()
+            return True
+        except Exception as error:  # report the others; say what failed
+            if variant.kind == "reference":
+                raise
+            message = f"{type(error).__name__}: {error}"
+            log(f"[{variant.name}] FAILED: {message}")
+            failures.append({"name": variant.name, "error": message})
+            if runner is not None and runner in runners:
+                runners.remove(runner)
+            if variant.compile:
+                torch._dynamo.reset()
+            return False
+
+    for variant in variants:
+        made: list[Runner] = []
+
+        def make(v=variant, out=made):
+            out.append(make_runner(v, reference0, flow0, data, sizes, args, batches, device))
+
+        if not guarded(None, variant, make):
+            continue
+        runner = made[0]
+        runners.append(runner)
+        runner.model.train()
+        log(f"[{variant.name}] warm-up ({args.warmup} steps)")
+        guarded(runner, variant, lambda r=runner: time_calls(r.step, args.warmup, device))
+
+    def rounds(count: int, body: Callable[[Runner, int], None]) -> None:
+        if args.sequential:
+            for runner in list(runners):
+                for i in range(count):
+                    if not guarded(runner, runner.variant, lambda r=runner, i=i: body(r, i)):
+                        break
+            return
+        for i in range(count):
+            shift = i % max(1, len(runners))
+            for runner in runners[shift:] + runners[:shift]:
+                guarded(runner, runner.variant, lambda r=runner, i=i: body(r, i))
+
+    def timed_step(runner: Runner, i: int) -> None:
+        runner.step_times += time_calls(lambda _: runner.step(args.warmup + i), 1, device)
+
+    log(f"timing {args.steps} steps of {len(runners)} variants")
+    rounds(args.steps, timed_step)
+
+    for runner in list(runners):
+        log(f"[{runner.variant.name}] FLOPs and memory of one step")
+
+        def measure(r=runner):
+            flops, memory = flops_and_peak_memory(lambda: r.step(0), device)
+            stats = summarize(r.step_times)
+            r.result.update(
+                {
+                    "name": r.variant.name,
+                    "model": r.variant.kind,
+                    "precision": r.variant.precision,
+                    "compile": r.variant.compile,
+                    "fused_adam": r.variant.fused_adam,
+                    "train_step": stats,
+                    "train_step_flops": flops,
+                    "train_step_gflops": flops / stats["median_s"] / 1e9,
+                    "train_step_peak_memory_bytes": memory["bytes"],
+                    "memory_method": memory["method"],
+                    "state_bytes": state_bytes(r.model, r.optimizer),
+                }
+            )
+            if args.profile:
+                r.result["train_step_profile"] = profile_top_ops(lambda: r.step(1), args.profile)
+            r.model.eval()
+
+        guarded(runner, runner.variant, measure)
+
+    unseen_a = data.class_embeddings[data.unseen][: args.sample_classes]
     n = args.samples_per_class
-    log(f"[{variant.name}] sampling {n} x {unseen_a.shape[0]} features")
-    one_batch = min(n, args.sample_batch)  # also the warm-up: same batch shape as timed
-    flops, sample_memory = flops_and_peak_memory(lambda: sample(unseen_a[:1], one_batch), device)
-    per_feature_flops = flops / one_batch
-    times = time_calls(lambda _: sample(unseen_a, n), 1, device)
-    features_per_s = unseen_a.shape[0] * n / times[0]
-    result.update(
-        {
-            "sampling_features": unseen_a.shape[0] * n,
-            "sampling_s": times[0],
-            "sampling_features_per_s": features_per_s,
-            "sampling_flops_per_feature": per_feature_flops,
-            "sampling_gflops": per_feature_flops * features_per_s / 1e9,
-            "sampling_batch_peak_memory_bytes": sample_memory["bytes"],
-        }
-    )
-    return result
+    one_batch = min(n, args.sample_batch)
+    for runner in list(runners):  # FLOPs and memory of one batch; also the warm-up
+
+        def sample_flops(r=runner):
+            flops, memory = flops_and_peak_memory(lambda: r.sample(unseen_a[:1], one_batch), device)
+            r.result["sampling_flops_per_feature"] = flops / one_batch
+            r.result["sampling_batch_peak_memory_bytes"] = memory["bytes"]
+
+        guarded(runner, runner.variant, sample_flops)
+    jobs = [
+        (k, min(one_batch, n - start))
+        for k in range(unseen_a.shape[0])
+        for start in range(0, n, one_batch)
+    ]
+    log(f"sampling {n} x {unseen_a.shape[0]} features with {len(runners)} variants")
+
+    def timed_sample(runner: Runner, i: int) -> None:
+        k, rows = jobs[i]
+        runner.sample_times += time_calls(
+            lambda _: runner.sample(unseen_a[k : k + 1], rows), 1, device
+        )
+        runner.sample_count += rows
+
+    rounds(len(jobs), timed_sample)
+    for runner in runners:
+        seconds = sum(runner.sample_times)
+        rate = runner.sample_count / seconds
+        runner.result.update(
+            {
+                "sampling_features": runner.sample_count,
+                "sampling_s": seconds,
+                "sampling_features_per_s": rate,
+                "sampling_gflops": runner.result["sampling_flops_per_feature"] * rate / 1e9,
+            }
+        )
+    return [r.result for r in runners], failures
 
 
 # ---------------------------------------------------------------------- reporting
@@ -619,6 +718,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     p.add_argument("--steps", type=int, default=20, help="timed training steps (>= 20)")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="time one variant after the other (default: interleaved rounds)",
+    )
     for key in ("classes", "seen", "attributes", "features", "train_size", "batch"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     p.add_argument("--blocks", type=int, default=None, help="coupling blocks K")
@@ -723,19 +827,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for precision in precisions:
             variants.append(Variant(f"ours-{precision}-compile", "ours", precision, True))
 
-    results, failures = [], []
-    for variant in variants:
-        try:
-            results.append(
-                measure_variant(variant, reference, flow, data, sizes, args, batches, device, log)
-            )
-        except Exception as error:  # report the others; say what failed
-            if variant.kind == "reference":
-                raise
-            log(f"[{variant.name}] FAILED: {type(error).__name__}: {error}")
-            if variant.compile:
-                torch._dynamo.reset()
-            failures.append({"name": variant.name, "error": f"{type(error).__name__}: {error}"})
+    results, failures = run_variants(
+        variants, reference, flow, data, sizes, args, batches, device, log
+    )
     add_ratios(results)
     targets = check_targets(results, peaks["fp32"])
     report = {
