@@ -135,7 +135,7 @@ def _best(records: list[dict[str, Any]]) -> tuple[dict[str, Any], int, dict[str,
 
 
 def evaluation_points(config: GSMFlowConfig, total: int) -> Callable[[int], bool]:
-    """The reference's schedule: every ``eval_every`` iterations from ``eval_start``, and the end."""
+    """The reference's schedule: every ``eval_every`` iterations from ``eval_start``; the end."""
     evaluation = config.evaluation
 
     def due(iteration: int) -> bool:
@@ -253,7 +253,10 @@ def run_protocol(
     if best_t1["iteration"] != best_h["iteration"] or epoch_t1 > epoch_h:
         # T1 was chosen at another point: train (continue) to it and evaluate once more.
         t1_chosen = max(
-            1, round(best_t1["iteration"] / val_trainer.total_iterations * test_trainer.total_iterations)
+            1,
+            round(
+                best_t1["iteration"] / val_trainer.total_iterations * test_trainer.total_iterations
+            ),
         )
         t1_trainer = trainer_for(test_data, "test-t1")
         t1_flow = t1_trainer.fit(resume=resume, progress=progress, stop_after=t1_chosen)
