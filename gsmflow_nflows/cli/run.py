@@ -339,10 +339,13 @@ def evaluate(model: Path, dataset: str, data_root: Path | None, device: str | No
 
 
 def _check_model_matches(meta: dict[str, Any], data) -> None:
-    if meta["feature_dim"] != data.feature_dim or not torch.equal(
-        meta["unseen_classes"], data.unseen_classes
-    ):
+    same = meta["feature_dim"] == data.feature_dim and all(
+        torch.equal(meta[key], getattr(data, key))
+        for key in ("seen_classes", "unseen_classes", "seen_embeddings", "unseen_embeddings")
+    )
+    if not same:
         raise ValueError(
             f"the model was trained on {meta['dataset']} ({meta['feature_dim']}-d features), "
-            f"not on {data.name} ({data.feature_dim}-d); evaluate it on its own dataset."
+            f"not on {data.name} ({data.feature_dim}-d features, other classes or class "
+            "vectors); evaluate it on its own dataset."
         )
