@@ -17,18 +17,12 @@ from nflows.transforms.lu import LULinear
 from nflows.transforms.permutations import Permutation, ReversePermutation
 from torch import Tensor, nn
 
-from gsmflow_nflows._checks import check_matrix
+from gsmflow_nflows._checks import check_int, check_matrix
 from gsmflow_nflows.context_groups import ContextGroups
 from gsmflow_nflows.semantic import RelativePositioningEncoder
 from gsmflow_nflows.transforms import SemanticAffineCouplingTransform, SemanticCouplingNet
 
 PERMUTATIONS = (None, "reverse", "random", "lu")
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
-    return value
 
 
 def glow_block(
@@ -58,7 +52,7 @@ def glow_block(
         >>> block(torch.randn(2, 5), context=torch.randn(2, 3))[0].shape
         torch.Size([2, 5])
     """
-    _positive_int(features, "features")
+    check_int("features", features, minimum=1)
     if features < 2:
         raise ValueError(f"Expected features >= 2 for a coupling, got {features}.")
     groups = groups if groups is not None else ContextGroups()
@@ -165,17 +159,17 @@ def build_gsmflow(
         >>> flow.log_prob(torch.randn(3, 10), context=classes[:3]).shape
         torch.Size([3])
     """
-    _positive_int(features, "features")
+    check_int("features", features, minimum=1)
     if features < 2:
         raise ValueError(f"Expected features >= 2 for a coupling flow, got {features}.")
-    _positive_int(num_blocks, "num_blocks")
-    _positive_int(hidden_features, "hidden_features")
-    _positive_int(semantic_features, "semantic_features")
+    check_int("num_blocks", num_blocks, minimum=1)
+    check_int("hidden_features", hidden_features, minimum=1)
+    check_int("semantic_features", semantic_features, minimum=1)
     if permutation not in PERMUTATIONS:
         raise ValueError(f"Expected permutation in {PERMUTATIONS}, got {permutation!r}.")
     if not isinstance(init_scale, (int, float)) or not init_scale >= 0:
         raise ValueError(f"Expected init_scale >= 0, got {init_scale!r}.")
-    check_matrix(class_embeddings, "class_embeddings")
+    check_matrix("class_embeddings", class_embeddings)
 
     groups = ContextGroups()
     if relative_positioning:
@@ -238,12 +232,12 @@ def generate_features(
         >>> features.shape, labels.tolist()
         (torch.Size([10, 6]), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
     """
-    _positive_int(num_per_class, "num_per_class")
+    check_int("num_per_class", num_per_class, minimum=1)
     batch_size = min(num_per_class, 4096) if batch_size is None else batch_size
-    _positive_int(batch_size, "batch_size")
+    check_int("batch_size", batch_size, minimum=1)
     parameter = next(flow.parameters())
     device, dtype = parameter.device, parameter.dtype
-    check_matrix(class_embeddings, "class_embeddings")
+    check_matrix("class_embeddings", class_embeddings)
     class_embeddings = class_embeddings.to(device=device, dtype=dtype)
     features = flow._distribution._shape[0]
     num_classes = class_embeddings.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gsmflow_nflows._checks import check_matrix
+from gsmflow_nflows._checks import check_int, check_matrix
 from gsmflow_nflows.context_groups import ContextGroups
 
 
@@ -34,7 +34,7 @@ def select_anchors(class_embeddings: Tensor) -> Tensor:
         >>> select_anchors(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [1.0, 1.0]]))
         tensor([2, 3, 1])
     """
-    check_matrix(class_embeddings, "class_embeddings")
+    check_matrix("class_embeddings", class_embeddings)
     num_classes = class_embeddings.shape[0]
     if num_classes < 3:
         raise ValueError(
@@ -80,11 +80,8 @@ class RelativePositioningEncoder(nn.Module):
         self, anchors: Tensor, out_features: int = 1024, *, groups: ContextGroups | None = None
     ) -> None:
         super().__init__()
-        check_matrix(anchors, "anchors")
-        if not isinstance(out_features, int) or isinstance(out_features, bool) or out_features < 1:
-            raise ValueError(
-                f"Expected out_features to be a positive integer, got {out_features!r}."
-            )
+        check_matrix("anchors", anchors)
+        check_int("out_features", out_features, minimum=1)
         self.in_features = anchors.shape[1]
         self.out_features = out_features
         self.groups = groups
@@ -116,7 +113,9 @@ class RelativePositioningEncoder(nn.Module):
         return encoder.to(device=class_embeddings.device, dtype=class_embeddings.dtype)
 
     def forward(self, class_embeddings: Tensor) -> Tensor:
-        check_matrix(class_embeddings, "class embeddings (the flow's context)", self.in_features)
+        check_matrix(
+            "class embeddings (the flow's context)", class_embeddings, columns=self.in_features
+        )
         grouping = self.groups(class_embeddings) if self.groups is not None else None
         if grouping is None:
             embedding = self._encode(class_embeddings)

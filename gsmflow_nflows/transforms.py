@@ -15,7 +15,13 @@ import torch
 from nflows.transforms.coupling import CouplingTransform
 from torch import Tensor, nn
 
-from gsmflow_nflows._checks import check_finite, check_matrix, check_same_batch, check_tensor
+from gsmflow_nflows._checks import (
+    check_finite,
+    check_int,
+    check_matrix,
+    check_same_batch,
+    check_tensor,
+)
 from gsmflow_nflows.context_groups import ContextGroups, grouped_linear
 
 #: The constant of the soft clamp, 0.636 ~ 2/pi, so that scales stay inside (e^-clamp, e^clamp).
@@ -81,8 +87,7 @@ class SemanticCouplingNet(nn.Module):
             ("context_features", context_features),
             ("hidden_features", hidden_features),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
+            check_int(name, value, minimum=1)
         self.in_features = in_features
         self.out_features = out_features
         self.context_features = context_features
@@ -98,7 +103,7 @@ class SemanticCouplingNet(nn.Module):
             raise ValueError(
                 f"SemanticCouplingNet needs a context of width {self.context_features}; got None."
             )
-        check_matrix(context, "context", self.context_features)
+        check_matrix("context", context, columns=self.context_features)
         check_same_batch(inputs, context)
         dtype = self.input_layer.weight.dtype
         if inputs.dtype != dtype or context.dtype != dtype:
@@ -198,14 +203,14 @@ class SemanticAffineCouplingTransform(CouplingTransform):
         return (inputs - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
 
     def _check(self, inputs: Tensor, context: Tensor | None) -> None:
-        check_tensor(inputs, "inputs")
+        check_tensor("inputs", inputs, floating=True)
         if inputs.dim() != 2 or inputs.shape[1] != self.features:
             raise ValueError(
                 f"Expected inputs of shape [batch, {self.features}], got {list(inputs.shape)}."
             )
-        check_finite(inputs, "inputs")
+        check_finite("inputs", inputs)
         if context is not None:
-            check_tensor(context, "context")
+            check_tensor("context", context, floating=True)
             check_same_batch(inputs, context)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

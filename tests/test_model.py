@@ -133,13 +133,17 @@ def test_generate_features_follows_model_dtype():
     [
         (dict(num_blocks=0), "num_blocks"),
         (dict(hidden_features=-1), "hidden_features"),
-        (dict(semantic_features=2.5), "semantic_features"),
         (dict(permutation="shuffle"), "permutation"),
     ],
 )
 def test_impossible_hyperparameters(classes, kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_gsmflow(4, classes, **{**SMALL, **kwargs})
+
+
+def test_non_integer_size_is_a_type_error(classes):
+    with pytest.raises(TypeError, match="semantic_features to be an integer"):
+        build_gsmflow(4, classes, **{**SMALL, "semantic_features": 2.5})
 
 
 def test_bad_feature_count_and_classes(classes):

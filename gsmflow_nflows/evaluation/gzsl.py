@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gsmflow_nflows._argcheck import check_int, check_labels, check_matrix
+from gsmflow_nflows._checks import check_int, check_labels, check_matrix
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     predict,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gsmflow_nflows._argcheck import check_int, check_labels, check_real
+from gsmflow_nflows._checks import check_int, check_labels, check_real
 
 TensorLike = Tensor | np.ndarray | Sequence[int]
 

@@ -135,7 +135,7 @@ def _best(records: list[dict[str, Any]]) -> tuple[dict[str, Any], int, dict[str,
 
 
 def evaluation_points(config: GSMFlowConfig, total: int) -> Callable[[int], bool]:
-    """The reference's schedule: every ``eval_every`` iterations from ``eval_start``, and the end."""
+    """The reference's schedule: every ``eval_every`` iterations from ``eval_start``; the end."""
     evaluation = config.evaluation
 
     def due(iteration: int) -> bool:
@@ -249,20 +249,26 @@ def run_protocol(
     chosen = max(1, round(fraction * test_trainer.total_iterations))
     flow = test_trainer.fit(resume=resume, progress=progress, stop_after=chosen)
     record = evaluate_flow(flow, test_data, config, chosen, epochs=epoch_h + 1)
-    record_t1 = record
+    # Same iteration and a T1 epoch <= the H epoch: that epoch is in ``record`` already
+    # (a classifier's first k epochs do not depend on how many follow).
+    record_t1, t1_index = record, epoch_t1
     if best_t1["iteration"] != best_h["iteration"] or epoch_t1 > epoch_h:
         # T1 was chosen at another point: train (continue) to it and evaluate once more.
         t1_chosen = max(
-            1, round(best_t1["iteration"] / val_trainer.total_iterations * test_trainer.total_iterations)
+            1,
+            round(
+                best_t1["iteration"] / val_trainer.total_iterations * test_trainer.total_iterations
+            ),
         )
         t1_trainer = trainer_for(test_data, "test-t1")
         t1_flow = t1_trainer.fit(resume=resume, progress=progress, stop_after=t1_chosen)
         record_t1 = evaluate_flow(t1_flow, test_data, config, t1_chosen, epochs=epoch_t1 + 1)
+        t1_index = len(record_t1["zsl_t1"]) - 1
     validation = {"validation": val_trainer.history}
     return result(
         record,
         len(record["gzsl"]) - 1,
         record_t1,
-        len(record_t1["zsl_t1"]) - 1,
+        t1_index,
         [record, *([record_t1] if record_t1 is not record else []), validation],
     )

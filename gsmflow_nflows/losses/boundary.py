@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gsmflow_nflows._argcheck import (
+from gsmflow_nflows._checks import (
     check_callable,
     check_generator,
     check_int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gsmflow_nflows._argcheck import check_generator, check_real, check_tensor
+from gsmflow_nflows._checks import check_generator, check_real, check_tensor
 
 
 def _draw(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from nflows.flows.base import Flow
 from torch import Tensor
 
-from gsmflow_nflows._argcheck import check_int, check_labels, check_matrix, check_real
+from gsmflow_nflows._checks import check_int, check_labels, check_matrix, check_real
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:

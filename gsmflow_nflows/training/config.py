@@ -168,6 +168,10 @@ class GSMFlowConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+
     def ablate(self, components: list[str] | tuple[str, ...]) -> GSMFlowConfig:
         """A copy with the named components switched off (see ``ABLATIONS``)."""
         unknown = sorted(set(components) - set(ABLATIONS))

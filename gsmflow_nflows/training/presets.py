@@ -26,7 +26,7 @@ from gsmflow_nflows.training.config import (
     ModelConfig,
 )
 
-PRESET_KINDS = ("paper", "quick")
+PRESET_KINDS = ("paper", "quick", "smoke")
 
 
 def _config(
@@ -195,13 +195,42 @@ def quick_variant(config: GSMFlowConfig, data: GZSLData) -> GSMFlowConfig:
     )
 
 
+def smoke_variant(config: GSMFlowConfig, data: GZSLData) -> GSMFlowConfig:
+    """A seconds-long run for tests and CI: tiny nets, 40 iterations. Its numbers mean nothing."""
+    batch = min(64, data.num_train)
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model, num_blocks=2, hidden_features=64, semantic_features=32
+        ),
+        training=dataclasses.replace(
+            config.training, batch_size=batch, max_iterations=40, lr=1e-3, lr_step_epochs=100
+        ),
+        mining=dataclasses.replace(
+            config.mining,
+            relation_epochs=1,
+            relation_batch_size=batch,
+            relation_hidden=64,
+            loops=2,
+        ),
+        evaluation=dataclasses.replace(
+            config.evaluation,
+            samples_per_class=50,
+            classifier_batch_size=256,
+            classifier_epochs=5,
+            eval_every=20,
+            eval_start=20,
+        ),
+    )
+
+
 def preset_config(name: str, data: GZSLData, kind: str = "paper") -> GSMFlowConfig:
     """The config for dataset ``name``: its published preset, or generic defaults.
 
     Args:
         name: dataset name (case-insensitive); unknown names get :func:`generic_config`.
         data: the loaded dataset (used by generic defaults and quick variants).
-        kind: ``"paper"`` or ``"quick"``.
+        kind: ``"paper"``, ``"quick"`` or ``"smoke"`` (tests only).
 
     Returns:
         A validated config.
@@ -214,4 +243,8 @@ def preset_config(name: str, data: GZSLData, kind: str = "paper") -> GSMFlowConf
         raise ValueError(f"Unknown preset {kind!r}; choose from {', '.join(PRESET_KINDS)}.")
     key = name.lower()
     config = PAPER_PRESETS[key] if key in PAPER_PRESETS else generic_config(data)
-    return quick_variant(config, data) if kind == "quick" else config
+    if kind == "quick":
+        return quick_variant(config, data)
+    if kind == "smoke":
+        return smoke_variant(config, data)
+    return config

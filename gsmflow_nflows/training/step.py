@@ -20,6 +20,11 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     raise ValueError(f"Unknown precision {precision!r}; choose fp32 or bf16.")
 
 
+def _at_least_fp32(tensor: Tensor) -> Tensor:
+    """Upcast bf16/fp16 (autocast) results to float32; float32 and float64 stay as they are."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def train_step(
     flow: Flow,
     optimizer: torch.optim.Optimizer,
@@ -71,11 +76,11 @@ def train_step(
     with autocast_context(features.device, precision):
         context = flow._embedding_net(class_embeddings)
         noise, logabsdet = flow._transform(inputs, context=context)
-        nll = nll_per_dim(noise.float(), logabsdet.float())
+        nll = nll_per_dim(_at_least_fp32(noise), _at_least_fp32(logabsdet))
         if prototype is not None and prototype.weight > 0:
-            prototype_loss = prototype(flow, seen_embeddings, seen_means).float()
+            prototype_loss = _at_least_fp32(prototype(flow, seen_embeddings, seen_means))
         else:
-            prototype_loss = torch.zeros((), device=features.device)
+            prototype_loss = torch.zeros((), device=features.device, dtype=nll.dtype)
     loss = nll + prototype_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -92,7 +92,7 @@ def test_evaluate_gzsl_is_keyword_only():
     [
         ({"generated_labels": torch.full((40,), 2)}, r"generated_labels in \[0, 1\]"),
         ({"test_seen_labels": torch.full((20,), 2)}, r"test_seen_labels in \[0, 1\]"),
-        ({"test_unseen_features": torch.randn(20, DIM + 1)}, f"{DIM} columns"),
+        ({"test_unseen_features": torch.randn(20, DIM + 1)}, f"with {DIM} features, got {DIM + 1}"),
         ({"seen_labels": torch.zeros(3, dtype=torch.long)}, "40 entries"),
     ],
 )

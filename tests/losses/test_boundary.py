@@ -187,10 +187,20 @@ def test_training_rejects_bad_hyperparameters(kwargs, error):
 @pytest.mark.parametrize(
     ("features", "labels", "embeddings", "match"),
     [
-        (torch.randn(5, 3), torch.zeros(5, dtype=torch.long), torch.eye(3), "4 columns"),
+        (
+            torch.randn(5, 3),
+            torch.zeros(5, dtype=torch.long),
+            torch.eye(3),
+            "with 4 features, got 3",
+        ),
         (torch.randn(5, 4), torch.zeros(4, dtype=torch.long), torch.eye(3), "5 entries"),
         (torch.randn(5, 4), torch.full((5,), 3), torch.eye(3), r"\[0, 2\]"),
-        (torch.randn(5, 4), torch.zeros(5, dtype=torch.long), torch.eye(2), "3 columns"),
+        (
+            torch.randn(5, 4),
+            torch.zeros(5, dtype=torch.long),
+            torch.eye(2),
+            "with 3 features, got 2",
+        ),
         (
             torch.full((5, 4), float("nan")),
             torch.zeros(5, dtype=torch.long),
@@ -215,9 +225,9 @@ def test_rejects_mismatched_data(features, labels, embeddings, match):
 
 def test_relation_network_rejects_bad_shapes():
     net = RelationNetwork(4, 3, hidden_features=2)
-    with pytest.raises(ValueError, match="4 columns"):
+    with pytest.raises(ValueError, match="with 4 features, got 5"):
         net.scores(torch.randn(2, 5), torch.randn(3, 3))
-    with pytest.raises(ValueError, match="3 columns"):
+    with pytest.raises(ValueError, match="with 3 features, got 2"):
         net.scores(torch.randn(2, 4), torch.randn(3, 2))
     with pytest.raises(ValueError, match="2 rows"):
         net(torch.randn(2, 4), torch.randn(3, 3))

@@ -1,0 +1,351 @@
+"""``gsmflow bench``, ``train``, ``generate`` and ``evaluate``: parse, call the library, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from gsmflow_nflows.benchmark import (
+    BenchRequest,
+    bench_config,
+    format_table,
+    imbalance_warning,
+    run_bench,
+    seeds_from,
+)
+from gsmflow_nflows.cli.main import main
+from gsmflow_nflows.data import DatasetError, load_dataset
+from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow
+from gsmflow_nflows.model import generate_features
+from gsmflow_nflows.training.checkpoint import CheckpointError
+from gsmflow_nflows.training.config import ABLATIONS
+from gsmflow_nflows.training.model_io import load_model, save_model
+from gsmflow_nflows.training.presets import PRESET_KINDS
+from gsmflow_nflows.training.trainer import GSMFlowTrainer, resolve_device
+
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, OSError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's user-facing errors into one ``Error: ...`` line and exit code 1."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise click.ClickException(
+            str(error).splitlines()[0] if str(error) else repr(error)
+        ) from None
+
+
+class ProgressLine:
+    """Progress on stderr: one redrawn line on a terminal, a line per 10% otherwise."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started: dict[str, float] = {}
+        self.reported: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int, losses: dict[str, float]) -> None:
+        now = time.monotonic()
+        started = self.started.setdefault(stage, now)
+        eta = (now - started) / max(done, 1) * (total - done)
+        values = "  ".join(
+            f"{k} {v:.3g}" if k != "lr" else f"lr {v:.1e}" for k, v in losses.items()
+        )
+        line = f"{stage:<18} {done:>6}/{total:<6} {values}  eta {eta:5.0f}s"
+        if self.tty:
+            end = "\n" if done >= total else ""
+            self.stream.write("\r" + line.ljust(110) + end)
+            self.stream.flush()
+        else:
+            tenth = (10 * done) // max(total, 1)
+            if tenth > self.reported.get(stage, -1) or done >= total:
+                self.reported[stage] = tenth
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+
+def check_writable(path: Path | None) -> None:
+    """Fail now, before any work, if ``path`` cannot be written."""
+    if path is None:
+        return
+    parent = path.expanduser().resolve().parent
+    if not parent.is_dir():
+        raise click.ClickException(f"cannot write {path}: folder {parent} does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise click.ClickException(f"cannot write {path}: folder {parent} is not writable.")
+    if path.exists() and path.is_dir():
+        raise click.ClickException(f"cannot write {path}: it is a folder; give a file name.")
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename."""
+    path = path.expanduser()
+    handle, temporary = tempfile.mkstemp(dir=path.resolve().parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _ablations(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(set(names) - set(ABLATIONS))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown component {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}",
+            param_hint="--ablate",
+        )
+    return names
+
+
+dataset_option = click.option(
+    "--dataset",
+    required=True,
+    help="apy, awa1, awa2, cub, sun, flo, synthetic, or any folder name under --data-root.",
+)
+data_root_option = click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding one sub-folder per dataset (default: $GSMFLOW_DATA or ~/.cache/gsmflow).",
+)
+preset_option = click.option(
+    "--preset",
+    type=click.Choice(PRESET_KINDS),
+    default="quick",
+    show_default=True,
+    help="'paper': the published hyperparameters; 'quick': minutes on a CPU; "
+    "'smoke': seconds, for tests (meaningless numbers).",
+)
+device_option = click.option(
+    "--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)."
+)
+ablate_option = click.option(
+    "--ablate",
+    default=None,
+    help=f"Comma-separated components to switch off: {','.join(ABLATIONS)}.",
+)
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16 autocasts the flow's forward passes.",
+)
+checkpoint_options = [
+    click.option(
+        "--checkpoint-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Save checkpoints here (every --checkpoint-every iterations and at the end).",
+    ),
+    click.option("--resume", is_flag=True, help="Continue interrupted runs from --checkpoint-dir."),
+]
+
+
+def with_checkpoints(function):
+    for option in reversed(checkpoint_options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@dataset_option
+@data_root_option
+@preset_option
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="final",
+    show_default=True,
+    help="final: fixed schedule, last epoch; val: chosen on validation classes; "
+    "paper: best on the test set, as the authors (comparison only).",
+)
+@click.option("--seeds", "num_seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of seeds: --seed, --seed+1, ...")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
+@device_option
+@precision_option
+@ablate_option
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the results as JSON here.")  # fmt: skip
+@with_checkpoints
+def bench(
+    dataset: str,
+    data_root: Path | None,
+    preset: str,
+    protocol: str,
+    num_seeds: int,
+    seed: int,
+    device: str | None,
+    precision: str,
+    ablate: str | None,
+    output: Path | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
+) -> None:
+    """Train, generate and evaluate GSMFlow on a dataset; print S, U, H, T1 over seeds."""
+    check_writable(output)
+    if resume and checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
+    request = BenchRequest(
+        dataset=dataset,
+        data_root=str(data_root) if data_root else None,
+        preset=preset,
+        protocol=protocol,
+        seeds=seeds_from(seed, num_seeds),
+        device=device,
+        precision=precision,
+        ablate=_ablations(ablate),
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        resume=resume,
+    )
+    with user_errors():
+        data = load_dataset(dataset, data_root=data_root)
+        warning = imbalance_warning(bench_config(request, data), data)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+        result = run_bench(request, progress=ProgressLine())
+    click.echo(format_table(result))
+    if output is not None:
+        text = json.dumps(result, indent=2)
+        write_atomically(output, lambda p: p.write_text(text))
+        click.echo(f"wrote {output}")
+
+
+@main.command()
+@dataset_option
+@data_root_option
+@preset_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@precision_option
+@ablate_option
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Model file to write (weights + config).")  # fmt: skip
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
+@with_checkpoints
+def train(
+    dataset: str,
+    data_root: Path | None,
+    preset: str,
+    seed: int,
+    device: str | None,
+    precision: str,
+    ablate: str | None,
+    output: Path,
+    checkpoint_every: int,
+    checkpoint_dir: Path | None,
+    resume: bool,
+) -> None:
+    """Train GSMFlow on a dataset's trainval split and save the model."""
+    check_writable(output)
+    if resume and checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
+    with user_errors():
+        data = load_dataset(dataset, data_root=data_root)
+        request = BenchRequest(dataset=dataset, preset=preset, ablate=_ablations(ablate))
+        config = bench_config(request, data).with_seed(seed)
+        path = checkpoint_dir / f"train-seed{seed}.pt" if checkpoint_dir else None
+        trainer = GSMFlowTrainer(
+            config,
+            data,
+            device=device,
+            precision=precision,
+            checkpoint_path=path,
+            checkpoint_every=checkpoint_every,
+        )
+        flow = trainer.fit(resume=resume, progress=ProgressLine())
+        save_model(output, flow, config, data)
+    click.echo(f"wrote {output} ({data.name}, {trainer.total_iterations} iterations, seed {seed})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .npz file to write.")  # fmt: skip
+@click.option("--num-per-class", type=click.IntRange(min=1), default=None,
+              help="Features per unseen class (default: the model's preset).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+def generate(
+    model: Path, output: Path, num_per_class: int | None, seed: int, device: str | None
+) -> None:
+    """Generate features for the unseen classes of a saved MODEL into an .npz file.
+
+    The file holds ``features`` [N, D], ``labels`` [N] (0..U-1) and ``class_ids``
+    [U] (the dataset's original 0-based class ids of those labels).
+    """
+    check_writable(output)
+    with user_errors():
+        resolved = resolve_device(device)
+        flow, config, meta = load_model(model, device=resolved)
+        count = num_per_class or config.evaluation.samples_per_class
+        features, labels = generate_features(
+            flow,
+            meta["unseen_embeddings"].to(resolved),
+            count,
+            generator=torch.Generator(device=resolved).manual_seed(seed),
+        )
+
+        def write(path: Path) -> None:
+            with open(path, "wb") as stream:
+                np.savez(
+                    stream,
+                    features=features.cpu().numpy(),
+                    labels=labels.cpu().numpy(),
+                    class_ids=meta["unseen_classes"].numpy(),
+                )
+
+        write_atomically(output, write)
+    click.echo(f"wrote {output}: {features.shape[0]} features ({count} per unseen class)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@dataset_option
+@data_root_option
+@device_option
+def evaluate(model: Path, dataset: str, data_root: Path | None, device: str | None) -> None:
+    """Evaluate a saved MODEL on a dataset's test sets (one evaluation, last classifier epoch)."""
+    with user_errors():
+        resolved = resolve_device(device)
+        flow, config, meta = load_model(model, device=resolved)
+        data = load_dataset(dataset, data_root=data_root)
+        _check_model_matches(meta, data)
+        record = evaluate_flow(flow, data, config, iteration=0)
+    last: dict[str, Any] = record["gzsl"][-1]
+    click.echo(
+        f"{data.name} (protocol final, one evaluation): S {100 * last['S']:.1f}  "
+        f"U {100 * last['U']:.1f}  H {100 * last['H']:.1f}  T1 {100 * record['zsl_t1'][-1]:.1f}"
+    )
+
+
+def _check_model_matches(meta: dict[str, Any], data) -> None:
+    same = meta["feature_dim"] == data.feature_dim and all(
+        torch.equal(meta[key], getattr(data, key))
+        for key in ("seen_classes", "unseen_classes", "seen_embeddings", "unseen_embeddings")
+    )
+    if not same:
+        raise ValueError(
+            f"the model was trained on {meta['dataset']} ({meta['feature_dim']}-d features), "
+            f"not on {data.name} ({data.feature_dim}-d features, other classes or class "
+            "vectors); evaluate it on its own dataset."
+        )
