@@ -670,7 +670,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"weight mapping: {note}")
     header = (
         "| variant | step ms (median) | IQR ms | step x | GFLOP/step | GFLOP/s counted "
-        "| GFLOP/s model | % fp32 peak | samples/s | sampling x | step peak MB |"
+        "| GFLOP/s model | % fp32 peak | samples/s | sampling x | sampling GFLOP/s "
+        "| step peak MB |"
     )
     lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
     for r in report["results"]:
@@ -681,6 +682,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"| {r['train_step_gflops']:.0f} | {r['train_step_model_gflops']:.0f} "
             f"| {100 * r['train_step_gflops'] / peak32:.0f} "
             f"| {r['sampling_features_per_s']:.0f} | {r['sampling_speedup']:.2f} "
+            f"| {r['sampling_gflops']:.0f} "
             f"| {_mb(r['train_step_peak_memory_bytes'])} |"
         )
     lines.append("")
