@@ -760,6 +760,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     args = parse_args(argv)
+    if args.steps < 2 or args.warmup < 0 or args.sample_batch < 1:
+        raise SystemExit(
+            f"Expected --steps >= 2 (20 or more for the report), --warmup >= 0 and "
+            f"--sample-batch >= 1; got {args.steps}, {args.warmup}, {args.sample_batch}."
+        )
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
