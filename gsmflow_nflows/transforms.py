@@ -97,16 +97,23 @@ class SemanticCouplingNet(nn.Module):
         self.activation = nn.LeakyReLU(0.2)
         self.output_layer = nn.Linear(hidden_features, out_features)
         self.groups = groups if groups is not None else ContextGroups()
+        #: Check the context for NaN/inf on every call. A flow whose nets all see
+        #: the same context checks it in the nets of its entry couplings only.
+        self.check_values = True
 
     def forward(self, inputs: Tensor, context: Tensor | None) -> Tensor:
         if context is None:
             raise ValueError(
                 f"SemanticCouplingNet needs a context of width {self.context_features}; got None."
             )
-        check_matrix("context", context, columns=self.context_features)
+        check_matrix("context", context, columns=self.context_features, finite=False)
+        if self.check_values:
+            # An expanded single row (one class per batch) needs checking once.
+            check_finite("context", context[:1] if context.stride(0) == 0 else context)
         check_same_batch(inputs, context)
         dtype = self.input_layer.weight.dtype
-        if inputs.dtype != dtype or context.dtype != dtype:
+        autocast = torch.is_autocast_enabled(inputs.device.type)
+        if not autocast and (inputs.dtype != dtype or context.dtype != dtype):
             raise TypeError(
                 f"Expected inputs and context of dtype {dtype} (the network's), got "
                 f"{inputs.dtype} and {context.dtype}; convert the data or the model with .to()."
@@ -175,6 +182,10 @@ class SemanticAffineCouplingTransform(CouplingTransform):
         if not isinstance(clamp, (int, float)) or not math.isfinite(clamp) or clamp <= 0:
             raise ValueError(f"Expected clamp to be a finite number > 0, got {clamp!r}.")
         self.clamp = float(clamp)
+        #: Check inputs for NaN/inf on every call (shapes are always checked). Inside
+        #: a flow only the couplings where data and noise enter need it; see
+        #: :func:`~gsmflow_nflows.model.check_values_at_entries`.
+        self.check_values = True
         super().__init__(mask_tensor, transform_net_create_fn)
         # Halves that are contiguous blocks are split by slicing instead of nflows'
         # index gather/scatter: same values, less memory traffic.
@@ -208,7 +219,8 @@ class SemanticAffineCouplingTransform(CouplingTransform):
             raise ValueError(
                 f"Expected inputs of shape [batch, {self.features}], got {list(inputs.shape)}."
             )
-        check_finite("inputs", inputs)
+        if self.check_values:
+            check_finite("inputs", inputs)
         if context is not None:
             check_tensor("context", context, floating=True)
             check_same_batch(inputs, context)

@@ -10,6 +10,7 @@ from nflows.transforms.permutations import Permutation
 
 from gsmflow_nflows import (
     RelativePositioningEncoder,
+    SemanticAffineCouplingTransform,
     SemanticCouplingNet,
     build_gsmflow,
     generate_features,
@@ -166,3 +167,32 @@ def test_generate_features_errors(classes):
         generate_features(flow, classes, 3, batch_size=0)
     with pytest.raises(ValueError, match="3 features, got 2"):
         generate_features(flow, classes[:, :2], 3)
+
+
+def test_values_checked_where_data_and_noise_enter(classes):
+    flow = build_gsmflow(4, classes, num_blocks=3, hidden_features=8, semantic_features=4)
+    couplings = [m for m in flow.modules() if isinstance(m, SemanticAffineCouplingTransform)]
+    assert [c.check_values for c in couplings] == [True] + [False] * 4 + [True]
+    bad = torch.randn(2, 4, dtype=torch.float64)
+    bad[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="inputs holds 1 non-finite"):
+        flow.log_prob(bad, context=classes[:2])
+    with pytest.raises(ValueError, match="inputs holds 1 non-finite"):
+        flow._transform.inverse(bad, context=flow._embedding_net(classes[:2]))
+    bad_classes = classes[:2].clone()
+    bad_classes[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        flow.log_prob(torch.randn(2, 4, dtype=torch.float64), context=bad_classes)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32():
+    classes = torch.rand(5, 3) + 0.1
+    flow = build_gsmflow(6, classes, num_blocks=2, hidden_features=32, semantic_features=8)
+    randomise_parameters(flow, scale=0.1)
+    x, a = torch.rand(16, 6), classes[torch.randint(0, 5, (16,))]
+    exact = flow.log_prob(x, context=a)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        approx = flow.log_prob(x, context=a)
+        features, _ = generate_features(flow, classes[:2], 4)
+    assert torch.isfinite(features).all()
+    torch.testing.assert_close(approx.float(), exact, rtol=0.05, atol=0.2)

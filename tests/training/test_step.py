@@ -137,3 +137,21 @@ def test_grouping_gives_the_same_step_as_no_grouping():
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-12, atol=1e-12)
     for p, q in zip(flow.parameters(), ungrouped.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_bf16_step_losses_close_to_fp32():
+    flow, classes, features, seen, seen_means = _setup(torch.float32)
+    twin = copy.deepcopy(flow)
+    losses = {}
+    for precision, model in (("fp32", flow), ("bf16", twin)):
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        losses[precision] = train_step(
+            model, optimizer, features, classes[LABELS], seen_embeddings=seen,
+            seen_means=seen_means, prototype=PrototypeLoss(WEIGHT), precision=precision,
+        )  # fmt: skip
+    for name in ("nll", "prototype", "loss"):
+        assert losses["bf16"][name].dtype == torch.float32
+        torch.testing.assert_close(losses["bf16"][name], losses["fp32"][name], rtol=0.03, atol=0.05)
+    with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
+        train_step(flow, optimizer, features, classes[LABELS], seen_embeddings=seen,
+                   seen_means=seen_means, precision="fp8")  # fmt: skip
