@@ -40,9 +40,9 @@ def train_step(
 ) -> dict[str, Tensor]:
     """Run one optimisation step of GSMFlow on a batch and return its (detached) losses.
 
-    ``loss = NLL per dimension of perturbed features + prototype loss``; one
-    backward of the sum (the reference calls backward on each term before one
-    optimizer step, which gives the same gradients).
+    ``loss = NLL per dimension of perturbed features + prototype loss``. Like the
+    reference, each term gets its own backward before one optimizer step (the
+    gradients are those of the sum).
 
     Args:
         flow: a flow from :func:`~gsmflow_nflows.build_gsmflow`.
@@ -73,16 +73,21 @@ def train_step(
         ['loss', 'nll', 'prototype']
     """
     inputs = perturbation(features, generator=generator) if perturbation is not None else features
+    optimizer.zero_grad(set_to_none=True)
     with autocast_context(features.device, precision):
+        # The prototype loss first, on its own backward: its gradients become .grad,
+        # and the NLL's are then added in place, instead of autograd summing two
+        # weight-sized gradients into fresh buffers (~5% of a CPU step, same sums).
+        if prototype is not None and prototype.weight > 0:
+            prototype_loss = _at_least_fp32(prototype(flow, seen_embeddings, seen_means))
+            prototype_loss.backward()
+        else:
+            prototype_loss = None
         context = flow._embedding_net(class_embeddings)
         noise, logabsdet = flow._transform(inputs, context=context)
         nll = nll_per_dim(_at_least_fp32(noise), _at_least_fp32(logabsdet))
-        if prototype is not None and prototype.weight > 0:
-            prototype_loss = _at_least_fp32(prototype(flow, seen_embeddings, seen_means))
-        else:
-            prototype_loss = torch.zeros((), device=features.device, dtype=nll.dtype)
-    loss = nll + prototype_loss
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    nll.backward()
     optimizer.step()
-    return {"nll": nll.detach(), "prototype": prototype_loss.detach(), "loss": loss.detach()}
+    nll = nll.detach()
+    prototype_value = torch.zeros_like(nll) if prototype_loss is None else prototype_loss.detach()
+    return {"nll": nll, "prototype": prototype_value, "loss": nll + prototype_value}
