@@ -8,6 +8,7 @@ not a real benchmark; real datasets need their ResNet-101 features in
     python benchmarks/accuracy.py --datasets synthetic --presets quick --seeds 3
     python benchmarks/accuracy.py --datasets apy,cub --presets paper \
         --protocols final,val,paper --data-root ~/data/xlsa17 --output results.md
+    python benchmarks/accuracy.py --from-json a.json b.json  # tabulate `bench --output` files
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from gsmflow_nflows.benchmark import BenchRequest, run_bench, seeds_from
 def markdown(results: list[dict]) -> str:
     """One row per (dataset, preset, protocol, ablation)."""
     lines = [
-        "| dataset | data | preset | protocol | ablated | seeds | S | U | H | T1 | "
+        "| dataset | data | preset | protocol | precision | ablated | seeds | S | U | H | T1 | "
         "seen-only H | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         cells = [
@@ -38,6 +39,7 @@ def markdown(results: list[dict]) -> str:
         data = "generated" if result["dataset"].lower() == "synthetic" else "real"
         lines.append(
             f"| {result['dataset']} | {data} | {result['preset']} | {result['protocol']} | "
+            f"{result['precision']} | "
             f"{','.join(result['ablate']) or '-'} | {len(result['seeds'])} | "
             + " | ".join(cells)
             + f" | {100 * result['baselines']['seen_only']['H']:.1f} | "
@@ -60,7 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--output", type=Path, default=None, help="write the Markdown table here")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="tabulate existing `gsmflow bench --output` files instead of running",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(markdown([json.loads(path.read_text()) for path in args.from_json]))
+        return 0
 
     ablation_sets = [()] + [tuple(a.split(",")) for a in args.ablations.split(";") if a]
     results = []
