@@ -36,7 +36,8 @@ def markdown(results: list[dict]) -> str:
             f"{100 * result['mean'][m]:.1f} ± {100 * result['std'][m]:.1f}"
             for m in ("S", "U", "H", "T1")
         ]
-        data = "generated" if result["dataset"].lower() == "synthetic" else "real"
+        # Only `synthetic` is known to be generated; other folders are whatever the user put there.
+        data = "generated" if result["dataset"].lower() == "synthetic" else "xlsa17 folder"
         lines.append(
             f"| {result['dataset']} | {data} | {result['preset']} | {result['protocol']} | "
             f"{result['precision']} | "
