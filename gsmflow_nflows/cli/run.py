@@ -90,6 +90,12 @@ def check_writable(path: Path | None) -> None:
         raise click.ClickException(f"cannot write {path}: it is a folder; give a file name.")
 
 
+def check_resume(resume: bool, checkpoint_dir: Path | None) -> None:
+    """``--resume`` needs to know where the interrupted run saved."""
+    if resume and checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename."""
     path = path.expanduser()
@@ -203,8 +209,7 @@ def bench(
 ) -> None:
     """Train, generate and evaluate GSMFlow on a dataset; print S, U, H, T1 over seeds."""
     check_writable(output)
-    if resume and checkpoint_dir is None:
-        raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
+    check_resume(resume, checkpoint_dir)
     request = BenchRequest(
         dataset=dataset,
         data_root=str(data_root) if data_root else None,
@@ -257,8 +262,7 @@ def train(
 ) -> None:
     """Train GSMFlow on a dataset's trainval split and save the model."""
     check_writable(output)
-    if resume and checkpoint_dir is None:
-        raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
+    check_resume(resume, checkpoint_dir)
     with user_errors():
         data = load_dataset(dataset, data_root=data_root)
         request = BenchRequest(dataset=dataset, preset=preset, ablate=_ablations(ablate))
