@@ -216,11 +216,12 @@ def run_protocol(
         last = len(record["gzsl"]) - 1
         return result(record, last, record, last, [record])
 
-    if protocol == "paper":
-        trainer = trainer_for(test_data, "test")
+    def fit_with_evaluations(data: GZSLData, tag: str) -> GSMFlowTrainer:
+        """Train on ``data``, evaluating on its own test sets at the reference's points."""
+        trainer = trainer_for(data, tag)
 
         def evaluate(iteration: int, flow: Flow) -> dict[str, Any]:
-            return evaluate_flow(flow, test_data, config, iteration)
+            return evaluate_flow(flow, data, config, iteration)
 
         trainer.fit(
             resume=resume,
@@ -228,25 +229,23 @@ def run_protocol(
             evaluate=evaluate,
             evaluate_at=evaluation_points(config, trainer.total_iterations),
         )
+        return trainer
+
+    if protocol == "paper":
+        trainer = fit_with_evaluations(test_data, "test")
         return result(*_best(trainer.history), trainer.history)
 
     # protocol == "val": choose on the validation split, report one test evaluation.
-    val_data = load_data("val")
-    val_trainer = trainer_for(val_data, "val")
-
-    def evaluate_val(iteration: int, flow: Flow) -> dict[str, Any]:
-        return evaluate_flow(flow, val_data, config, iteration)
-
-    val_trainer.fit(
-        resume=resume,
-        progress=progress,
-        evaluate=evaluate_val,
-        evaluate_at=evaluation_points(config, val_trainer.total_iterations),
-    )
+    val_trainer = fit_with_evaluations(load_data("val"), "val")
     best_h, epoch_h, best_t1, epoch_t1 = _best(val_trainer.history)
     test_trainer = trainer_for(test_data, "test")
-    fraction = best_h["iteration"] / val_trainer.total_iterations
-    chosen = max(1, round(fraction * test_trainer.total_iterations))
+
+    def on_test_schedule(val_iteration: int) -> int:
+        """The same fraction of the (longer or shorter) trainval schedule."""
+        fraction = val_iteration / val_trainer.total_iterations
+        return max(1, round(fraction * test_trainer.total_iterations))
+
+    chosen = on_test_schedule(best_h["iteration"])
     flow = test_trainer.fit(resume=resume, progress=progress, stop_after=chosen)
     record = evaluate_flow(flow, test_data, config, chosen, epochs=epoch_h + 1)
     # Same iteration and a T1 epoch <= the H epoch: that epoch is in ``record`` already
@@ -254,12 +253,7 @@ def run_protocol(
     record_t1, t1_index = record, epoch_t1
     if best_t1["iteration"] != best_h["iteration"] or epoch_t1 > epoch_h:
         # T1 was chosen at another point: train (continue) to it and evaluate once more.
-        t1_chosen = max(
-            1,
-            round(
-                best_t1["iteration"] / val_trainer.total_iterations * test_trainer.total_iterations
-            ),
-        )
+        t1_chosen = on_test_schedule(best_t1["iteration"])
         t1_trainer = trainer_for(test_data, "test-t1")
         t1_flow = t1_trainer.fit(resume=resume, progress=progress, stop_after=t1_chosen)
         record_t1 = evaluate_flow(t1_flow, test_data, config, t1_chosen, epochs=epoch_t1 + 1)
