@@ -128,7 +128,10 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
 
     def load(split: str) -> GZSLData:
         if split not in cache:
-            cache[split] = load_dataset(request.dataset, data_root=request.data_root, split=split)
+            # On the run's device once; the trainer's and evaluations' .to(device) are then no-ops.
+            cache[split] = load_dataset(
+                request.dataset, data_root=request.data_root, split=split
+            ).to(device)
         return cache[split]
 
     data = load("test")

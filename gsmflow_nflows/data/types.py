@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,8 @@ __all__ = ["DatasetInfo", "GZSLData"]
 class GZSLData:
     """A generalized zero-shot learning dataset, ready for training and evaluation.
 
-    Every array is a CPU torch tensor: features ``float32``, labels and class ids ``int64``.
+    Every array is a torch tensor, on the CPU as loaded (see :meth:`to`): features
+    ``float32``, labels and class ids ``int64``.
 
     Label conventions:
         * ``train_labels`` and ``test_seen_labels`` are in ``0..S-1``: they index
@@ -102,6 +104,20 @@ class GZSLData:
                 )
         if self.split not in ("test", "val"):
             raise DatasetError(f"{self.name}: split must be 'test' or 'val', got {self.split!r}")
+
+    def to(self, device: str | torch.device) -> GZSLData:
+        """A copy with every tensor on ``device``, so a run copies its data there once.
+
+        Example:
+            >>> data.to("cuda").train_features.device  # doctest: +SKIP
+            device(type='cuda', index=0)
+        """
+        moved = {
+            field.name: value.to(device)
+            for field in dataclasses.fields(self)
+            if isinstance(value := getattr(self, field.name), Tensor)
+        }
+        return dataclasses.replace(self, **moved)
 
     @property
     def feature_dim(self) -> int:
