@@ -77,9 +77,7 @@ def seen_only_baseline(data: GZSLData, config: GSMFlowConfig, device: torch.devi
         data.train_features.to(device),
         data.train_labels.to(device),
         data.num_seen,
-        lr=evaluation.classifier_lr,
-        batch_size=evaluation.classifier_batch_size,
-        epochs=evaluation.classifier_epochs,
+        **evaluation.classifier_settings(),
         generator=seeded_generator(config.seed, 8),
     )
     seen = per_class_accuracy(

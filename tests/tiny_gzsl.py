@@ -65,6 +65,7 @@ def tiny_config(seed: int = 0, **sections) -> GSMFlowConfig:
             samples_per_class=20,
             classifier_batch_size=64,
             classifier_epochs=3,
+            classifier_min_steps=0,
             eval_every=5,
             eval_start=5,
         ),

@@ -8,6 +8,7 @@ References:
 """
 
 from gsmflow_nflows.evaluation.classifier import (
+    classifier_epochs,
     SoftmaxClassifier,
     predict,
     train_softmax_classifier,
@@ -24,6 +25,7 @@ from gsmflow_nflows.evaluation.metrics import (
 __all__ = [
     "GZSLScores",
     "SoftmaxClassifier",
+    "classifier_epochs",
     "evaluate_gzsl",
     "evaluate_zsl",
     "gzsl_scores",

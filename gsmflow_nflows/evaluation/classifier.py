@@ -64,6 +64,39 @@ class SoftmaxClassifier(nn.Module):
 EpochCallback = Callable[[int, SoftmaxClassifier], None]
 
 
+def classifier_epochs(num_samples: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
+    """Epochs a classifier trains: ``epochs``, or more when that gives under ``min_steps`` steps.
+
+    One epoch is ``ceil(N / min(batch_size, N))`` Adam steps. A fixed epoch count
+    makes the number of steps an accident of the data size (20 epochs of a
+    463-sample set at batch 1200 are 20 steps, and the classifier never trains);
+    the floor makes every dataset get at least ``min_steps`` steps. With the
+    published settings at the real datasets' sizes the floor of 1,000 never binds
+    (aPY: 95 steps an epoch x 20 epochs).
+
+    Args:
+        num_samples: Training set size ``N >= 1``.
+        batch_size: Batch size ``>= 1`` (clamped to ``N``).
+        epochs: The configured epochs ``>= 1``.
+        min_steps: The floor on optimizer steps ``>= 0``.
+
+    Returns:
+        The number of epochs.
+
+    Example:
+        >>> classifier_epochs(463, 1200, 20, min_steps=1000)  # one step an epoch
+        1000
+        >>> classifier_epochs(113_932, 1200, 20, min_steps=1000)  # aPY: 1,900 steps already
+        20
+    """
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    epochs = check_int("epochs", epochs, minimum=1)
+    min_steps = check_int("min_steps", min_steps, minimum=0)
+    per_epoch = -(-num_samples // min(batch_size, num_samples))
+    return max(epochs, -(-min_steps // per_epoch))
+
+
 def train_softmax_classifier(
     train_features: Tensor,
     train_labels: Tensor,
@@ -72,6 +105,8 @@ def train_softmax_classifier(
     lr: float,
     batch_size: int,
     epochs: int,
+    min_steps: int = 0,
+    weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
     on_epoch: EpochCallback | None = None,
@@ -82,7 +117,9 @@ def train_softmax_classifier(
     visits it in ``ceil(N / batch_size)`` slices (the last may be smaller), so
     every sample is seen once per epoch. A ``batch_size`` larger than ``N`` is
     clamped to ``N`` (one full batch per epoch; the reference code crashed here).
-    The classifier lives on the features' device and dtype.
+    It trains :func:`classifier_epochs` epochs: ``epochs``, raised so that there
+    are at least ``min_steps`` optimizer steps. The classifier lives on the
+    features' device and dtype.
 
     Args:
         train_features: Training features ``[N, D]``.
@@ -90,7 +127,9 @@ def train_softmax_classifier(
         num_classes: Number of outputs ``C``.
         lr: Adam learning rate, ``> 0``.
         batch_size: Batch size, ``>= 1``.
-        epochs: Number of epochs, ``>= 1``.
+        epochs: Number of epochs, ``>= 1`` (more when ``min_steps`` asks for them).
+        min_steps: Floor on the number of optimizer steps, ``>= 0``.
+        weight_decay: Adam's L2 penalty on the weights and bias, ``>= 0``.
         betas: Adam betas, each in ``[0, 1)``.
         generator: Source of the initialisation and the shuffling (a CPU
             generator works for any device); ``None`` uses torch's global RNG.
@@ -112,6 +151,8 @@ def train_softmax_classifier(
     lr = check_positive("lr", lr)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     epochs = check_int("epochs", epochs, minimum=1)
+    min_steps = check_int("min_steps", min_steps, minimum=0)
+    weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
     if not isinstance(betas, tuple | list) or len(betas) != 2:
         raise ValueError(f"Expected betas to be a pair of floats, got {betas!r}.")
     for index, beta in enumerate(betas):
@@ -129,7 +170,10 @@ def train_softmax_classifier(
 
     classifier = SoftmaxClassifier(train_features.shape[1], num_classes, generator=generator)
     classifier = classifier.to(device=train_features.device, dtype=train_features.dtype)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, betas=tuple(betas))
+    optimizer = torch.optim.Adam(
+        classifier.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay
+    )
+    epochs = classifier_epochs(num_samples, batch_size, epochs, min_steps)
     batch_size = min(batch_size, num_samples)
     for epoch in range(epochs):
         classifier.train()

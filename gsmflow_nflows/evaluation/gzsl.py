@@ -40,6 +40,8 @@ def evaluate_gzsl(
     lr: float,
     batch_size: int,
     epochs: int,
+    min_steps: int = 0,
+    weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
 ) -> list[GZSLScores]:
@@ -64,11 +66,14 @@ def evaluate_gzsl(
         lr: Classifier learning rate (``cls_lr``).
         batch_size: Classifier batch size (``cls_batch``; clamped to the training set size).
         epochs: Classifier epochs (``cls_step``).
+        min_steps: Floor on the classifier's optimizer steps (see ``classifier_epochs``).
+        weight_decay: The classifier's L2 penalty.
         betas: Adam betas.
         generator: Source of the classifier's initialisation and shuffling.
 
     Returns:
-        One :class:`GZSLScores` (fractions) per classifier epoch.
+        One :class:`GZSLScores` (fractions) per classifier epoch (``epochs``, or more
+        when ``min_steps`` raises them).
 
     Example:
         >>> x, y = torch.randn(20, 4), torch.arange(20) % 2
@@ -135,6 +140,8 @@ def evaluate_gzsl(
         lr=lr,
         batch_size=batch_size,
         epochs=epochs,
+        min_steps=min_steps,
+        weight_decay=weight_decay,
         betas=betas,
         generator=generator,
         on_epoch=score,
@@ -152,6 +159,8 @@ def evaluate_zsl(
     lr: float,
     batch_size: int,
     epochs: int,
+    min_steps: int = 0,
+    weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
 ) -> list[float]:
@@ -166,6 +175,8 @@ def evaluate_zsl(
         lr: Classifier learning rate.
         batch_size: Classifier batch size (clamped to the training set size).
         epochs: Classifier epochs.
+        min_steps: Floor on the classifier's optimizer steps (see ``classifier_epochs``).
+        weight_decay: The classifier's L2 penalty.
         betas: Adam betas.
         generator: Source of the classifier's initialisation and shuffling.
 
@@ -213,6 +224,8 @@ def evaluate_zsl(
         lr=lr,
         batch_size=batch_size,
         epochs=epochs,
+        min_steps=min_steps,
+        weight_decay=weight_decay,
         betas=betas,
         generator=generator,
         on_epoch=score,

@@ -86,11 +86,7 @@ def evaluate_flow(
         evaluation.samples_per_class,
         generator=generator,
     )
-    common = {
-        "lr": evaluation.classifier_lr,
-        "batch_size": evaluation.classifier_batch_size,
-        "epochs": epochs,
-    }
+    common = {**evaluation.classifier_settings(), "epochs": epochs}
     gzsl = evaluate_gzsl(
         seen_features=data.train_features.to(device),
         seen_labels=data.train_labels.to(device),

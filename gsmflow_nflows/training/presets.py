@@ -218,6 +218,7 @@ def smoke_variant(config: GSMFlowConfig, data: GZSLData) -> GSMFlowConfig:
             samples_per_class=50,
             classifier_batch_size=256,
             classifier_epochs=5,
+            classifier_min_steps=0,
             eval_every=20,
             eval_start=20,
         ),
