@@ -38,12 +38,19 @@ def markdown(results: list[dict]) -> str:
         ]
         # Only `synthetic` is known to be generated; other folders are whatever the user put there.
         data = "generated" if result["dataset"].lower() == "synthetic" else "xlsa17 folder"
+        baselines = result.get("baselines")  # None: run with --no-baselines
+        if baselines is not None and "mean" in baselines:
+            seen_only = f"{100 * baselines['mean']['seen_only']['H']:.1f}"
+        elif baselines is not None:  # a result file from before per-seed baselines
+            seen_only = f"{100 * baselines['seen_only']['H']:.1f}"
+        else:
+            seen_only = "-"
         lines.append(
             f"| {result['dataset']} | {data} | {result['preset']} | {result['protocol']} | "
             f"{result['precision']} | "
             f"{','.join(result['ablate']) or '-'} | {len(result['seeds'])} | "
             + " | ".join(cells)
-            + f" | {100 * result['baselines']['seen_only']['H']:.1f} | "
+            + f" | {seen_only} | "
             f"{result['seconds'] / 60:.1f} min |"
         )
     return "\n".join(lines)

@@ -12,22 +12,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gsmflow_nflows import __version__
 from gsmflow_nflows.data import GZSLData, load_dataset
-from gsmflow_nflows.evaluation import per_class_accuracy, predict, train_softmax_classifier
+from gsmflow_nflows.evaluation.baselines import BASELINES, run_baselines
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, run_protocol
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.presets import preset_config
-from gsmflow_nflows.training.trainer import ProgressFn, resolve_device, seeded_generator
+from gsmflow_nflows.training.trainer import ProgressFn, resolve_device
 
 METRICS = ("S", "U", "H", "T1")
+
+#: How :func:`format_table` names each baseline of :func:`run_baselines`.
+BASELINE_NAMES = {
+    "eszsl": "ESZSL (gamma=lambda=1)",
+    "linear_gaussian": "linear-Gaussian + softmax",
+    "seen_only": "seen-only softmax",
+    "chance": "chance",
+}
 
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """What to run. ``seeds`` are explicit seed values; see :func:`seeds_from`."""
+    """What to run. ``seeds`` are explicit seed values; see :func:`seeds_from`.
+
+    ``baselines`` also runs the simple baselines of
+    :func:`gsmflow_nflows.evaluation.run_baselines` for every seed.
+    """
 
     dataset: str
     data_root: str | None = None
@@ -39,6 +49,7 @@ class BenchRequest:
     ablate: tuple[str, ...] = ()
     checkpoint_dir: str | None = None
     resume: bool = False
+    baselines: bool = True
 
 
 def seeds_from(base: int, count: int) -> tuple[int, ...]:
@@ -65,34 +76,22 @@ def imbalance_warning(config: GSMFlowConfig, data: GZSLData) -> str | None:
     return None
 
 
-def seen_only_baseline(data: GZSLData, config: GSMFlowConfig, device: torch.device) -> dict:
-    """The floor GSMFlow must lift: a softmax classifier trained on real seen features only.
-
-    It has no unseen outputs, so every unseen test image is misclassified: U = 0
-    and H = 0 exactly; S is its per-class accuracy on the seen test images.
-    Chance level (uniform guess over S+U classes) is ``1/(S+U)`` for S, U and H.
-    """
-    evaluation = config.evaluation
-    classifier = train_softmax_classifier(
-        data.train_features.to(device),
-        data.train_labels.to(device),
-        data.num_seen,
-        **evaluation.classifier_settings(),
-        generator=seeded_generator(config.seed, 8),
-    )
-    seen = per_class_accuracy(
-        predict(classifier, data.test_seen_features.to(device)), data.test_seen_labels.to(device)
-    )
-    chance = 1.0 / (data.num_seen + data.num_unseen)
-    return {
-        "seen_only": {"S": seen, "U": 0.0, "H": 0.0},
-        "chance": {"S": chance, "U": chance, "H": chance},
-    }
-
-
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _summarise(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and std over seeds of S, U, H, T1 of every baseline (as GSMFlow's)."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for name in BASELINES:
+        mean[name], std[name] = {}, {}
+        for metric in METRICS:
+            mean[name][metric], std[name][metric] = _mean_std(
+                [entry[name][metric] for entry in per_seed]
+            )
     return mean, std
 
 
@@ -108,7 +107,11 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
         A JSON-ready dict: ``dataset``, ``data`` (what was run on, real or
         generated), ``protocol``, ``preset``, ``config``, ``seeds``, ``runs``
         (per-seed results), ``mean``/``std`` of S, U, H, T1 (fractions),
-        ``baselines``, ``warnings``, ``seconds``, ``device``.
+        ``baselines`` (``None`` when ``request.baselines`` is off, else
+        ``{"per_seed": [{"seed", "eszsl": {S, U, H, T1, seconds}, ...}],
+        "mean": {name: {...}}, "std": {name: {...}}}``; see
+        :func:`gsmflow_nflows.evaluation.run_baselines`), ``warnings``,
+        ``seconds``, ``device``.
 
     Example:
         >>> result = run_bench(BenchRequest("synthetic", preset="quick"))  # doctest: +SKIP
@@ -136,6 +139,7 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
     base_config = bench_config(request, data)
     warnings = [w for w in [imbalance_warning(base_config, data)] if w]
     runs = []
+    baseline_runs = []
     for seed in request.seeds:
         config = base_config.with_seed(seed)
         seed_progress = None
@@ -159,6 +163,15 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
                 progress=seed_progress,
             ).to_dict()
         )
+        if request.baselines:
+            scores = run_baselines(data, base_config.evaluation, seed=seed, device=device)
+            baseline_runs.append(
+                {"seed": seed, **{name: value.to_dict() for name, value in scores.items()}}
+            )
+    baselines = None
+    if request.baselines:
+        baseline_mean, baseline_std = _summarise(baseline_runs)
+        baselines = {"per_seed": baseline_runs, "mean": baseline_mean, "std": baseline_std}
     mean, std = {}, {}
     for metric in METRICS:
         mean[metric], std[metric] = _mean_std([run[metric] for run in runs])
@@ -188,37 +201,67 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
         "runs": runs,
         "mean": mean,
         "std": std,
-        "baselines": seen_only_baseline(data, base_config, device),
+        "baselines": baselines,
         "warnings": warnings,
         "seconds": time.perf_counter() - started,
     }
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of a :func:`run_bench` result (accuracies in %)."""
+    """A plain-text table of a :func:`run_bench` result (accuracies in %).
+
+    One row for GSMFlow, then one per baseline (when the result has them), and a
+    line comparing GSMFlow's mean H with the best of ESZSL and linear-Gaussian.
+    """
     header = f"{'dataset':<12}{'protocol':<10}{'seeds':>6}"
     header += "".join(f"{m:>16}" for m in METRICS) + f"{'wall time':>12}"
     row = f"{result['dataset']:<12}{result['protocol']:<10}{len(result['seeds']):>6}"
-    for metric in METRICS:
-        cell = f"{100 * result['mean'][metric]:.1f} ± {100 * result['std'][metric]:.1f}"
-        row += f"{cell:>16}"
-    seconds = result["seconds"]
-    row += f"{_duration(seconds):>12}"
-    baseline = result["baselines"]["seen_only"]
-    lines = [
-        header,
-        row,
+    row += _cells(result["mean"], result["std"], result["seconds"])
+    lines = [header, row]
+    baselines = result.get("baselines")
+    if baselines is not None:
+        seeds = len(baselines["per_seed"])
+        for name, label in BASELINE_NAMES.items():
+            seconds = sum(entry[name]["seconds"] for entry in baselines["per_seed"])
+            cells = _cells(baselines["mean"][name], baselines["std"][name], seconds)
+            # the name fills the dataset and protocol columns; the seed count stays right-aligned
+            gap = max(28 - len(label) - len(str(seeds)), 1)
+            lines.append(f"{label}{' ' * gap}{seeds}{cells}")
+    lines += [
         "",
         f"data: {result['data']}; preset {result['preset']}, precision {result['precision']}, "
         f"device {result['device']}"
         + (f", ablated: {', '.join(result['ablate'])}" if result["ablate"] else ""),
-        f"baseline, classifier on real seen features only: S {100 * baseline['S']:.1f}, "
-        f"U {100 * baseline['U']:.1f}, H {100 * baseline['H']:.1f}; "
-        f"chance {100 * result['baselines']['chance']['H']:.1f}",
     ]
+    if baselines is not None:
+        lines.append(_verdict(result["mean"]["H"], baselines["mean"]))
     if result["protocol"] == "paper":
         lines.append("protocol 'paper' picks the best epoch ON THE TEST SET, as the authors did.")
     return "\n".join(lines)
+
+
+def _cells(mean: dict[str, float], std: dict[str, float], seconds: float) -> str:
+    cells = "".join(f"{f'{100 * mean[m]:.1f} ± {100 * std[m]:.1f}':>16}" for m in METRICS)
+    return cells + f"{_duration(seconds):>12}"
+
+
+def _verdict(gsmflow_h: float, baseline_means: dict[str, dict[str, float]]) -> str:
+    """``GSMFlow H 61.2 vs best baseline 55.0 (ESZSL): +6.2; GSMFlow beats ESZSL (55.0), ...``."""
+    rivals = {
+        "ESZSL": baseline_means["eszsl"]["H"],
+        "linear-Gaussian": baseline_means["linear_gaussian"]["H"],
+    }
+    best_name = max(rivals, key=rivals.__getitem__)
+    ours, best = round(100 * gsmflow_h, 1), round(100 * rivals[best_name], 1)
+
+    def outcome(h: float) -> str:
+        return "beats" if gsmflow_h > h else "ties with" if gsmflow_h == h else "loses to"
+
+    each = ", ".join(f"{outcome(h)} {name} ({100 * h:.1f})" for name, h in rivals.items())
+    return (
+        f"GSMFlow H {ours:.1f} vs best baseline {best:.1f} ({best_name}): "
+        f"{ours - best:+.1f}; GSMFlow {each}"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -192,6 +192,8 @@ def with_checkpoints(function):
 @ablate_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results as JSON here.")  # fmt: skip
+@click.option("--no-baselines", "no_baselines", is_flag=True, default=False,
+              help="Skip the baselines (ESZSL, linear-Gaussian, seen-only, chance).")  # fmt: skip
 @with_checkpoints
 def bench(
     dataset: str,
@@ -204,10 +206,16 @@ def bench(
     precision: str,
     ablate: str | None,
     output: Path | None,
+    no_baselines: bool,
     checkpoint_dir: Path | None,
     resume: bool,
 ) -> None:
-    """Train, generate and evaluate GSMFlow on a dataset; print S, U, H, T1 over seeds."""
+    """Train, generate and evaluate GSMFlow on a dataset; print S, U, H, T1 over seeds.
+
+    Simple baselines run beside it on the same split and seeds (ESZSL,
+    linear-Gaussian features + the same classifier, seen-only, chance) unless
+    --no-baselines.
+    """
     check_writable(output)
     check_resume(resume, checkpoint_dir)
     request = BenchRequest(
@@ -221,6 +229,7 @@ def bench(
         ablate=_ablations(ablate),
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         resume=resume,
+        baselines=not no_baselines,
     )
     with user_errors():
         data = load_dataset(dataset, data_root=data_root)

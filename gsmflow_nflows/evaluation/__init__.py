@@ -1,4 +1,4 @@
-"""Evaluation: GZSL/ZSL metrics, the softmax classifier and per-epoch evaluation.
+"""Evaluation: GZSL/ZSL metrics, the softmax classifier, per-epoch evaluation and baselines.
 
 Accuracies are fractions in ``[0, 1]``; multiply by 100 for display.
 
@@ -7,9 +7,22 @@ References:
     Zero-Shot Learning", IEEE Transactions on Multimedia, 2022.
 """
 
+from gsmflow_nflows.evaluation.baselines import (
+    BASELINES,
+    BaselineScores,
+    chance_baseline,
+    eszsl_baseline,
+    fit_eszsl,
+    linear_gaussian_baseline,
+    linear_gaussian_features,
+    pooled_within_class_std,
+    ridge_unseen_means,
+    run_baselines,
+    seen_only_baseline,
+)
 from gsmflow_nflows.evaluation.classifier import (
-    classifier_epochs,
     SoftmaxClassifier,
+    classifier_epochs,
     predict,
     train_softmax_classifier,
 )
@@ -23,15 +36,26 @@ from gsmflow_nflows.evaluation.metrics import (
 )
 
 __all__ = [
+    "BASELINES",
+    "BaselineScores",
     "GZSLScores",
     "SoftmaxClassifier",
+    "chance_baseline",
     "classifier_epochs",
+    "eszsl_baseline",
     "evaluate_gzsl",
     "evaluate_zsl",
+    "fit_eszsl",
     "gzsl_scores",
     "harmonic_mean",
+    "linear_gaussian_baseline",
+    "linear_gaussian_features",
     "per_class_accuracy",
+    "pooled_within_class_std",
     "predict",
+    "ridge_unseen_means",
+    "run_baselines",
+    "seen_only_baseline",
     "train_softmax_classifier",
     "zsl_top1",
 ]

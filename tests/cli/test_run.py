@@ -8,11 +8,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from gsmflow_nflows.benchmark import BASELINE_NAMES, format_table
 from gsmflow_nflows.cli import main
 from gsmflow_nflows.data import load_dataset
 from tests.tiny_gzsl import load_tiny, make_tiny
 
 METRICS = ("S", "U", "H", "T1")
+BASELINES = ("eszsl", "linear_gaussian", "seen_only", "chance")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,93 @@ def test_bench_two_seeds_mean_std_and_repeatability(root, tmp_path):
         assert values["std"][metric] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
     assert values["runs"][0] != values["runs"][1]  # different seeds, different runs
     assert _without_seconds(outputs[0]) == _without_seconds(outputs[1])
+
+    baselines = values["baselines"]
+    assert set(baselines) == {"per_seed", "mean", "std"}
+    assert [entry["seed"] for entry in baselines["per_seed"]] == [5, 6]
+    for entry in baselines["per_seed"]:
+        assert set(entry) == {"seed", *BASELINES}
+        for name in BASELINES:
+            assert set(entry[name]) == {*METRICS, "seconds"}
+        assert entry["seen_only"]["U"] == 0.0 and entry["seen_only"]["H"] == 0.0
+        assert entry["chance"]["H"] == 1 / 6 and entry["chance"]["T1"] == 1 / 2  # 4 + 2 classes
+    for name in BASELINES:
+        assert set(baselines["mean"][name]) == set(METRICS) == set(baselines["std"][name])
+        for metric in METRICS:
+            per_seed = [entry[name][metric] for entry in baselines["per_seed"]]
+            assert baselines["mean"][name][metric] == statistics.fmean(per_seed)
+            assert baselines["std"][name][metric] == statistics.stdev(per_seed)
+    # ESZSL has no seed; the linear-Gaussian generator and its classifier do
+    assert baselines["per_seed"][0]["eszsl"]["H"] == baselines["per_seed"][1]["eszsl"]["H"]
+    assert _without_seconds(baselines["per_seed"][0]["linear_gaussian"]) != _without_seconds(
+        baselines["per_seed"][1]["linear_gaussian"]
+    )
+    for label in BASELINE_NAMES.values():
+        assert sum(line.startswith(label) for line in result.output.splitlines()) == 1
+    assert "GSMFlow H " in result.output and "vs best baseline" in result.output
+
+
+def test_bench_no_baselines_writes_null_and_no_rows(root, tmp_path):
+    result = invoke("bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+                    "--device", "cpu", "--no-baselines", "--output",
+                    tmp_path / "out.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    values = json.loads((tmp_path / "out.json").read_text())
+    assert values["baselines"] is None
+    assert len(values["runs"]) == 1
+    for label in ("ESZSL", "linear-Gaussian", "seen-only", "chance", "best baseline"):
+        assert label not in result.output
+    assert "data: xlsa17-format files" in result.output  # the other lines stay
+
+
+def _fake_result(gsmflow_h, eszsl_h, linear_h):
+    def scores(h):
+        return {"S": 0.5, "U": 0.25, "H": h, "T1": 0.4}
+
+    zero = {metric: 0.0 for metric in METRICS}
+    means = {"eszsl": scores(eszsl_h), "linear_gaussian": scores(linear_h)}
+    means |= {"seen_only": scores(0.0), "chance": scores(0.1)}
+    return {
+        "dataset": "TINY",
+        "protocol": "paper",
+        "seeds": [0],
+        "mean": scores(gsmflow_h),
+        "std": zero,
+        "seconds": 75.0,
+        "data": "somewhere",
+        "preset": "smoke",
+        "precision": "fp32",
+        "device": "cpu",
+        "ablate": [],
+        "baselines": {
+            "per_seed": [{"seed": 0, **{k: {**v, "seconds": 2.0} for k, v in means.items()}}],
+            "mean": means,
+            "std": {name: zero for name in means},
+        },
+    }
+
+
+def test_format_table_rows_and_verdict():
+    table = format_table(_fake_result(0.612, 0.55, 0.501))
+    lines = table.splitlines()
+    assert lines[1].startswith("TINY") and "61.2 ± 0.0" in lines[1] and "1m15s" in lines[1]
+    assert [line.split("  ")[0] for line in lines[2:6]] == list(BASELINE_NAMES.values())
+    assert "55.0 ± 0.0" in lines[2] and lines[2].rstrip().endswith("2s")
+    # every row has the same width, so the columns line up under the header
+    assert len({len(line) for line in lines[:6]}) == 1
+    assert "GSMFlow H 61.2 vs best baseline 55.0 (ESZSL): +6.2" in table
+    assert "beats ESZSL (55.0)" in table and "beats linear-Gaussian (50.1)" in table
+    assert "ON THE TEST SET" in table  # the paper-protocol note stays
+
+    losing = format_table(_fake_result(0.30, 0.20, 0.45))
+    assert "GSMFlow H 30.0 vs best baseline 45.0 (linear-Gaussian): -15.0" in losing
+    assert "beats ESZSL (20.0)" in losing and "loses to linear-Gaussian (45.0)" in losing
+
+    result = _fake_result(0.3, 0.2, 0.45)
+    result["baselines"] = None
+    plain = format_table(result)
+    assert "best baseline" not in plain and "ESZSL" not in plain
+    assert len(plain.splitlines()) == len(table.splitlines()) - 5  # 4 rows and the verdict
 
 
 @pytest.fixture

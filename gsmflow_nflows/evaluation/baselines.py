@@ -1,0 +1,492 @@
+"""Simple baselines to run beside GSMFlow on the same split and seed.
+
+* ESZSL: a bilinear compatibility ``x^T V a`` fitted in closed form; no
+  generated features, no tuning (``gamma = lambda = 1``).
+* Linear-Gaussian: unseen class means predicted from the class embeddings by
+  ridge regression, Gaussian noise with the seen classes' pooled within-class
+  standard deviation; then exactly GSMFlow's softmax classifier and protocol
+  ``final`` (last classifier epoch). A generator without a flow: what GSMFlow
+  must beat to show the flow earns its keep.
+* Seen-only: GSMFlow's softmax classifier on real seen features only; it has no
+  unseen outputs, so ``U = H = 0``. The floor.
+* Chance: a uniform guess, ``1 / (S + U)`` for S, U and H, ``1 / U`` for T1.
+
+All accuracies are fractions in ``[0, 1]``.
+
+References:
+    Romera-Paredes and Torr, "An embarrassingly simple approach to zero-shot
+    learning", ICML 2015.
+    Chen et al., "GSMFlow: Generation Shifts Mitigating Flow for Generalized
+    Zero-Shot Learning", IEEE Transactions on Multimedia, 2022.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from gsmflow_nflows._checks import (
+    check_int,
+    check_labels,
+    check_matrix,
+    check_positive,
+)
+from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifier
+from gsmflow_nflows.evaluation.gzsl import evaluate_gzsl, evaluate_zsl
+from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
+from gsmflow_nflows.losses import class_means
+from gsmflow_nflows.training.config import EvaluationConfig
+from gsmflow_nflows.training.trainer import seeded_generator
+
+#: The keys of :func:`run_baselines`, in display order.
+BASELINES = ("eszsl", "linear_gaussian", "seen_only", "chance")
+
+
+@dataclass(frozen=True)
+class BaselineScores:
+    """One baseline's scores on one split and seed. Accuracies are fractions in ``[0, 1]``.
+
+    Attributes:
+        S: Per-class accuracy on the seen test images, among all ``S + U`` classes.
+        U: Per-class accuracy on the unseen test images, among all ``S + U`` classes.
+        H: Harmonic mean of ``S`` and ``U``.
+        T1: Conventional ZSL per-class accuracy, among the unseen classes only.
+        seconds: Wall time of the baseline.
+    """
+
+    S: float
+    U: float
+    H: float
+    T1: float
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready dict ``{"S", "U", "H", "T1", "seconds"}``."""
+        return asdict(self)
+
+
+def _check_generator(generator: object) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"Expected generator to be a torch.Generator, got {type(generator).__name__}."
+        )
+    return generator
+
+
+def _solve_device(device: torch.device) -> torch.device:
+    """Where float64 solves run: ``device``, or the CPU on MPS (which has no float64)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def fit_eszsl(
+    features: Tensor,
+    labels: Tensor,
+    embeddings: Tensor,
+    *,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+) -> Tensor:
+    """ESZSL's closed-form compatibility ``V``: the score of ``x`` for class ``c`` is ``x^T V a_c``.
+
+    With ``X = features^T`` ``[D, N]``, ``Y`` in ``{-1, 1}^{N x S}`` (1 at the
+    sample's class, -1 elsewhere, as in the paper) and ``Sig = embeddings^T``
+    ``[A, S]``: ``V = (X X^T + gamma I)^{-1} X Y Sig^T (Sig Sig^T + lam I)^{-1}``,
+    the minimiser of ``||X^T V Sig - Y||^2 + gamma ||V Sig||^2 + lam ||X^T V||^2
+    + gamma lam ||V||^2``. Solved in float64 with ``torch.linalg.solve``.
+
+    Args:
+        features: Training features ``[N, D]``.
+        labels: Their classes ``[N]`` in ``0..S-1``.
+        embeddings: Class embeddings ``[S, A]`` (row ``c`` is class ``c``).
+        gamma: Ridge on the feature side, ``> 0``. The default 1 is "no tuning".
+        lam: Ridge on the embedding side, ``> 0``. The default 1 is "no tuning".
+
+    Returns:
+        ``V`` ``[D, A]`` in the features' dtype, on their device.
+
+    Raises:
+        ValueError: On mismatched shapes, labels out of range, or non-positive ridges.
+
+    References:
+        Romera-Paredes and Torr, "An embarrassingly simple approach to zero-shot
+        learning", ICML 2015 (Eq. 4).
+
+    Example:
+        >>> V = fit_eszsl(torch.eye(3), torch.arange(3), torch.eye(3))
+        >>> V[0].tolist()  # Y / ((1 + gamma) (1 + lam))
+        [0.25, -0.25, -0.25]
+    """
+    features = check_matrix("features", features)
+    embeddings = check_matrix("embeddings", embeddings)
+    num_classes = embeddings.shape[0]
+    labels = check_labels("labels", labels, length=features.shape[0], num_classes=num_classes)
+    gamma = check_positive("gamma", gamma)
+    lam = check_positive("lam", lam)
+    if features.shape[0] == 0:
+        raise ValueError("Expected at least one training sample, got 0.")
+    device = _solve_device(features.device)
+    x = features.to(device, torch.float64)  # [N, D] = X^T
+    e = embeddings.to(device, torch.float64)  # [S, A] = Sig^T
+    y = torch.full((x.shape[0], num_classes), -1.0, dtype=torch.float64, device=device)
+    y[torch.arange(x.shape[0], device=device), labels.to(device)] = 1.0
+    eye_d = torch.eye(x.shape[1], dtype=torch.float64, device=device)
+    eye_a = torch.eye(e.shape[1], dtype=torch.float64, device=device)
+    left = torch.linalg.solve(x.T @ x + gamma * eye_d, x.T @ y @ e)  # (X X^T + gI)^-1 X Y Sig^T
+    # right-multiplying by the symmetric (Sig Sig^T + lam I)^-1 is a solve on the transpose
+    v = torch.linalg.solve(e.T @ e + lam * eye_a, left.T).T
+    return v.to(features.device, features.dtype)
+
+
+def eszsl_baseline(data: GZSLData, *, gamma: float = 1.0, lam: float = 1.0) -> BaselineScores:
+    """ESZSL (closed form, no tuning: ``gamma = lambda = 1``) scored for GZSL and ZSL.
+
+    ``V`` is fitted on the training features and the seen class embeddings
+    (:func:`fit_eszsl`). GZSL: argmax of ``x^T V a_c`` over the seen embeddings
+    followed by the unseen ones, so outputs ``0..S-1`` are seen and
+    ``S..S+U-1`` unseen (as :class:`GZSLData` documents); S, U, H by
+    :func:`gzsl_scores`. T1: argmax over the unseen classes only (:func:`zsl_top1`).
+
+    Args:
+        data: The split to fit and score.
+        gamma: Ridge on the feature side (default 1: no tuning).
+        lam: Ridge on the embedding side (default 1: no tuning).
+
+    Returns:
+        :class:`BaselineScores`.
+
+    References:
+        Romera-Paredes and Torr, "An embarrassingly simple approach to zero-shot
+        learning", ICML 2015.
+
+    Example:
+        >>> scores = eszsl_baseline(load_dataset("synthetic"))  # doctest: +SKIP
+        >>> scores.H  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    v = fit_eszsl(
+        data.train_features, data.train_labels, data.seen_embeddings, gamma=gamma, lam=lam
+    )
+    all_embeddings = torch.cat([data.seen_embeddings, data.unseen_embeddings]).to(v)
+    projected = v @ all_embeddings.T  # [D, S + U]
+    seen_scores = data.test_seen_features.to(v) @ projected
+    unseen_scores = data.test_unseen_features.to(v) @ projected
+    gzsl = gzsl_scores(
+        seen_scores,
+        data.test_seen_labels,
+        unseen_scores,
+        data.test_unseen_labels,
+        data.num_seen,
+    )
+    top1 = zsl_top1(unseen_scores[:, data.num_seen :], data.test_unseen_labels)
+    return BaselineScores(
+        S=gzsl.S, U=gzsl.U, H=gzsl.H, T1=top1, seconds=time.perf_counter() - started
+    )
+
+
+def pooled_within_class_std(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Per-dimension pooled within-class standard deviation, in float64.
+
+    ``sqrt(sum_i (x_i - mean_{y_i})^2 / (N - C))`` per dimension: the deviations
+    of every sample from its own class mean, pooled over classes (``N - C``
+    degrees of freedom; ``N`` when ``N == C``).
+
+    Args:
+        features: Features ``[N, D]``.
+        labels: Their classes ``[N]`` in ``0..num_classes-1``; every class must occur.
+        num_classes: ``C``.
+
+    Returns:
+        ``[D]`` float64 standard deviations, on the features' device.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [2.0], [4.0], [6.0]])
+        >>> pooled_within_class_std(x, torch.tensor([0, 0, 1, 1]), 2).tolist()  # sqrt(4 / 2)
+        [1.4142135623730951]
+    """
+    means = class_means(features.double(), labels, num_classes)
+    deviations = features.double() - means[labels.to(features.device).long()]
+    dof = features.shape[0] - num_classes
+    dof = dof if dof > 0 else features.shape[0]
+    return (deviations.square().sum(dim=0) / dof).sqrt()
+
+
+def ridge_unseen_means(
+    seen_embeddings: Tensor,
+    seen_means: Tensor,
+    unseen_embeddings: Tensor,
+    *,
+    alpha: float = 1.0,
+) -> Tensor:
+    """Unseen class means predicted from class embeddings by ridge regression, in float64.
+
+    ``W = (A_s^T A_s + alpha I)^{-1} A_s^T M_s`` on the centred seen embeddings
+    ``A_s`` and centred seen means ``M_s`` (the intercept, unpenalised, is
+    handled by centring, as scikit-learn's ``Ridge(alpha)``); the prediction
+    for an unseen embedding ``a`` is ``(a - mean(A)) W + mean(M)``.
+
+    Args:
+        seen_embeddings: Seen class embeddings ``[S, A]``.
+        seen_means: Seen class mean features ``[S, D]``.
+        unseen_embeddings: Unseen class embeddings ``[U, A]``.
+        alpha: Ridge penalty, ``> 0``.
+
+    Returns:
+        ``[U, D]`` float64 predicted means, on the seen means' device.
+
+    Example:
+        >>> a = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> ridge_unseen_means(a, 2 * a, torch.tensor([[3.0]]), alpha=1e-9).round().tolist()
+        [[6.0]]
+    """
+    seen_means = check_matrix("seen_means", seen_means)
+    seen_embeddings = check_matrix("seen_embeddings", seen_embeddings, rows=seen_means.shape[0])
+    unseen_embeddings = check_matrix(
+        "unseen_embeddings", unseen_embeddings, columns=seen_embeddings.shape[1]
+    )
+    alpha = check_positive("alpha", alpha)
+    out_device = seen_means.device
+    device = _solve_device(out_device)
+    a = seen_embeddings.to(device, torch.float64)
+    m = seen_means.to(device, torch.float64)
+    a_mean, m_mean = a.mean(dim=0), m.mean(dim=0)
+    a_c, m_c = a - a_mean, m - m_mean
+    eye = torch.eye(a.shape[1], dtype=torch.float64, device=device)
+    weights = torch.linalg.solve(a_c.T @ a_c + alpha * eye, a_c.T @ m_c)  # [A, D]
+    unseen = unseen_embeddings.to(device, torch.float64)
+    return ((unseen - a_mean) @ weights + m_mean).to(out_device)
+
+
+def linear_gaussian_features(
+    data: GZSLData,
+    num_per_class: int,
+    *,
+    generator: torch.Generator,
+    alpha: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Unseen features from the linear-Gaussian model: ridge means plus pooled Gaussian noise.
+
+    Unseen class ``u`` gets ``mean_u + sigma * z`` with ``mean_u`` from
+    :func:`ridge_unseen_means` (fitted on the seen class means of the training
+    features), ``sigma`` the :func:`pooled_within_class_std` of the training
+    features, and ``z`` standard normal, drawn with ``generator`` on its device.
+
+    Args:
+        data: The split (its training features and class embeddings).
+        num_per_class: Features per unseen class, ``>= 1``.
+        generator: Source of the noise.
+        alpha: Ridge penalty of the mean regression, ``> 0``.
+
+    Returns:
+        ``(features [U * num_per_class, D], labels [U * num_per_class])`` on the
+        data's device, features float32, labels ``0..U-1`` class by class (as
+        :func:`gsmflow_nflows.model.generate_features`).
+
+    Example:
+        >>> x, y = linear_gaussian_features(data, 10, generator=torch.Generator())  # doctest: +SKIP
+    """
+    num_per_class = check_int("num_per_class", num_per_class, minimum=1)
+    generator = _check_generator(generator)
+    seen_means = class_means(data.train_features.double(), data.train_labels, data.num_seen)
+    means = ridge_unseen_means(
+        data.seen_embeddings, seen_means, data.unseen_embeddings, alpha=alpha
+    )
+    sigma = pooled_within_class_std(data.train_features, data.train_labels, data.num_seen)
+    device = data.train_features.device
+    labels = torch.arange(data.num_unseen, device=device).repeat_interleave(num_per_class)
+    noise = torch.randn(
+        labels.numel(), data.feature_dim, generator=generator, device=generator.device
+    ).to(device)
+    features = (means[labels] + sigma * noise.double()).to(data.train_features.dtype)
+    return features, labels
+
+
+def linear_gaussian_baseline(
+    data: GZSLData,
+    evaluation: EvaluationConfig,
+    *,
+    generator: torch.Generator,
+    alpha: float = 1.0,
+) -> BaselineScores:
+    """The linear-Gaussian generator with GSMFlow's own classifier and protocol ``final``.
+
+    Draws two classifier seeds from ``generator``, then
+    ``evaluation.samples_per_class`` features per unseen class
+    (:func:`linear_gaussian_features`); trains exactly GSMFlow's GZSL and ZSL
+    classifiers (:func:`evaluate_gzsl` / :func:`evaluate_zsl` with
+    ``evaluation.classifier_settings()``), each seeded from one of those seeds,
+    and reports their LAST epoch.
+
+    Args:
+        data: The split.
+        evaluation: GSMFlow's evaluation settings (samples per class, classifier).
+        generator: Source of the classifier seeds and the noise.
+        alpha: Ridge penalty of the mean regression, ``> 0`` (default 1).
+
+    Returns:
+        :class:`BaselineScores`.
+
+    Example:
+        >>> scores = linear_gaussian_baseline(  # doctest: +SKIP
+        ...     data, EvaluationConfig(), generator=torch.Generator().manual_seed(0)
+        ... )
+    """
+    if not isinstance(evaluation, EvaluationConfig):
+        raise TypeError(
+            f"Expected evaluation to be an EvaluationConfig, got {type(evaluation).__name__}."
+        )
+    generator = _check_generator(generator)
+    started = time.perf_counter()
+    gzsl_seed, zsl_seed = torch.randint(
+        0, 2**62, (2,), generator=generator, device=generator.device
+    ).tolist()
+    generated, generated_labels = linear_gaussian_features(
+        data, evaluation.samples_per_class, generator=generator, alpha=alpha
+    )
+    settings = evaluation.classifier_settings()
+    gzsl = evaluate_gzsl(
+        seen_features=data.train_features,
+        seen_labels=data.train_labels,
+        generated_features=generated,
+        generated_labels=generated_labels,
+        test_seen_features=data.test_seen_features,
+        test_seen_labels=data.test_seen_labels,
+        test_unseen_features=data.test_unseen_features,
+        test_unseen_labels=data.test_unseen_labels,
+        num_seen=data.num_seen,
+        num_unseen=data.num_unseen,
+        generator=torch.Generator().manual_seed(gzsl_seed),
+        **settings,
+    )
+    zsl = evaluate_zsl(
+        generated_features=generated,
+        generated_labels=generated_labels,
+        test_unseen_features=data.test_unseen_features,
+        test_unseen_labels=data.test_unseen_labels,
+        num_unseen=data.num_unseen,
+        generator=torch.Generator().manual_seed(zsl_seed),
+        **settings,
+    )
+    last = gzsl[-1]
+    return BaselineScores(
+        S=last.S, U=last.U, H=last.H, T1=zsl[-1], seconds=time.perf_counter() - started
+    )
+
+
+def seen_only_baseline(
+    data: GZSLData, evaluation: EvaluationConfig, *, generator: torch.Generator
+) -> BaselineScores:
+    """The floor GSMFlow must lift: a softmax classifier trained on real seen features only.
+
+    The classifier is GSMFlow's (``evaluation.classifier_settings()``) over the
+    ``S`` seen classes. It has no unseen outputs, so every unseen test image is
+    misclassified: ``U = 0``, ``H = 0`` and ``T1 = 0`` exactly; ``S`` is its
+    per-class accuracy on the seen test images.
+
+    Args:
+        data: The split.
+        evaluation: GSMFlow's evaluation settings (the classifier).
+        generator: Source of the classifier's initialisation and shuffling.
+
+    Returns:
+        :class:`BaselineScores`.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> seen_only_baseline(data, EvaluationConfig(), generator=g).H  # doctest: +SKIP
+        0.0
+    """
+    if not isinstance(evaluation, EvaluationConfig):
+        raise TypeError(
+            f"Expected evaluation to be an EvaluationConfig, got {type(evaluation).__name__}."
+        )
+    generator = _check_generator(generator)
+    started = time.perf_counter()
+    classifier = train_softmax_classifier(
+        data.train_features,
+        data.train_labels,
+        data.num_seen,
+        **evaluation.classifier_settings(),
+        generator=generator,
+    )
+    device = data.train_features.device
+    seen = per_class_accuracy(
+        predict(classifier, data.test_seen_features.to(device)),
+        data.test_seen_labels.to(device),
+    )
+    return BaselineScores(S=seen, U=0.0, H=0.0, T1=0.0, seconds=time.perf_counter() - started)
+
+
+def chance_baseline(data: GZSLData) -> BaselineScores:
+    """A uniform guess: ``1 / (S + U)`` for S, U and H; ``1 / U`` for T1 (expected values).
+
+    Args:
+        data: The split (its class counts).
+
+    Returns:
+        :class:`BaselineScores` with ``seconds = 0``.
+
+    Example:
+        >>> chance_baseline(data).T1  # doctest: +SKIP
+        0.5
+    """
+    gzsl = 1.0 / (data.num_seen + data.num_unseen)
+    return BaselineScores(S=gzsl, U=gzsl, H=gzsl, T1=1.0 / data.num_unseen, seconds=0.0)
+
+
+def run_baselines(
+    data: GZSLData,
+    evaluation: EvaluationConfig,
+    *,
+    seed: int,
+    device: str | torch.device | None = None,
+) -> dict[str, BaselineScores]:
+    """Every baseline on one split and seed (the seed of the GSMFlow run beside them).
+
+    The linear-Gaussian baseline draws from ``seeded_generator(seed, 9)``, the
+    seen-only classifier from ``seeded_generator(seed, 8)``; ESZSL and chance
+    are deterministic.
+
+    Args:
+        data: The split GSMFlow is scored on.
+        evaluation: GSMFlow's evaluation settings.
+        seed: The run's seed.
+        device: Where to compute; ``None`` keeps the data where it is.
+
+    Returns:
+        ``{"eszsl", "linear_gaussian", "seen_only", "chance"}`` -> :class:`BaselineScores`.
+
+    Example:
+        >>> scores = run_baselines(data, config.evaluation, seed=0)  # doctest: +SKIP
+        >>> sorted(scores)  # doctest: +SKIP
+        ['chance', 'eszsl', 'linear_gaussian', 'seen_only']
+    """
+    seed = check_int("seed", seed, minimum=-(2**63))
+    if device is not None:
+        data = data.to(device)
+    return {
+        "eszsl": eszsl_baseline(data),
+        "linear_gaussian": linear_gaussian_baseline(
+            data, evaluation, generator=seeded_generator(seed, 9)
+        ),
+        "seen_only": seen_only_baseline(data, evaluation, generator=seeded_generator(seed, 8)),
+        "chance": chance_baseline(data),
+    }
+
+
+__all__ = [
+    "BASELINES",
+    "BaselineScores",
+    "chance_baseline",
+    "eszsl_baseline",
+    "fit_eszsl",
+    "linear_gaussian_baseline",
+    "linear_gaussian_features",
+    "pooled_within_class_std",
+    "ridge_unseen_means",
+    "run_baselines",
+    "seen_only_baseline",
+]
