@@ -9,6 +9,7 @@ import click
 
 from gsmflow_nflows.cli.main import main
 from gsmflow_nflows.data import (
+    DIGITS_INFO,
     KNOWN_DATASETS,
     SYNTHETIC_INFO,
     DatasetError,
@@ -71,8 +72,10 @@ def datasets(root: Path | None) -> None:
     root = root if root is not None else default_data_root()
     header = ("name", "classes", "seen/unseen", "A", "images", "trainval", "test S", "test U")
     rows = []
-    for info in [*KNOWN_DATASETS.values(), SYNTHETIC_INFO]:
-        if info is SYNTHETIC_INFO:
+    built_in = (SYNTHETIC_INFO, DIGITS_INFO)
+    listed = [*KNOWN_DATASETS.values(), *built_in]
+    for info in listed:
+        if info in built_in:
             state, detail = "on demand", "generated on first use"
         else:
             state, detail = dataset_status(info, root)
@@ -103,6 +106,6 @@ def datasets(root: Path | None) -> None:
     click.echo(fmt(header))
     for row in rows:
         click.echo(fmt(row))
-    for info in KNOWN_DATASETS.values():
+    for info in listed:
         if info.note:
             click.echo(f"note {info.name}: {info.note}")

@@ -1,4 +1,5 @@
-"""The data layer: xlsa17 datasets loaded, checked and split for GZSL; synthetic data; downloads.
+"""The data layer: xlsa17 datasets loaded, checked and split for GZSL; built-in synthetic and
+digits datasets; downloads.
 
 Example:
     >>> from gsmflow_nflows.data import load_dataset
@@ -6,9 +7,11 @@ Example:
     >>> print(data.summary())  # doctest: +SKIP
 """
 
+from gsmflow_nflows.data.digits import make_digits_gzsl
 from gsmflow_nflows.data.download import download_dataset
 from gsmflow_nflows.data.errors import DatasetError
 from gsmflow_nflows.data.registry import (
+    DIGITS_INFO,
     KNOWN_DATASETS,
     SYNTHETIC_INFO,
     dataset_status,
@@ -20,6 +23,7 @@ from gsmflow_nflows.data.types import DatasetInfo, GZSLData
 from gsmflow_nflows.data.xlsa17 import load_xlsa17
 
 __all__ = [
+    "DIGITS_INFO",
     "KNOWN_DATASETS",
     "SYNTHETIC_INFO",
     "DatasetError",
@@ -30,5 +34,6 @@ __all__ = [
     "download_dataset",
     "load_dataset",
     "load_xlsa17",
+    "make_digits_gzsl",
     "make_synthetic_gzsl",
 ]

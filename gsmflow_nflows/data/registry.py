@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
+from gsmflow_nflows.data.digits import DIGITS_FOLDER, make_digits_gzsl
 from gsmflow_nflows.data.errors import DatasetError
 from gsmflow_nflows.data.synthetic import SYNTHETIC_FOLDER, SYNTHETIC_SETTINGS, make_synthetic_gzsl
 from gsmflow_nflows.data.types import DatasetInfo, GZSLData
@@ -17,6 +19,7 @@ from gsmflow_nflows.data.validation import read_mat
 from gsmflow_nflows.data.xlsa17 import FEATURES_FILE, find_dataset_dir, load_xlsa17
 
 __all__ = [
+    "DIGITS_INFO",
     "KNOWN_DATASETS",
     "SYNTHETIC_INFO",
     "dataset_status",
@@ -56,7 +59,7 @@ KNOWN_DATASETS: dict[str, DatasetInfo] = {
     )
 }  # fmt: skip
 
-_s = SYNTHETIC_SETTINGS
+_s = {k: v for k, v in SYNTHETIC_SETTINGS.items() if isinstance(v, int)}  # the sizes
 #: The built-in synthetic dataset, generated on first use into ``<data_root>/SYNTHETIC``.
 SYNTHETIC_INFO = DatasetInfo(
     "synthetic",
@@ -75,6 +78,33 @@ SYNTHETIC_INFO = DatasetInfo(
 )
 del _s
 
+#: The built-in digits dataset (scikit-learn's 1,797 handwritten digits, seven-segment
+#: attributes, digits 2/5/7 unseen), generated on first use into ``<data_root>/DIGITS``.
+DIGITS_INFO = DatasetInfo(
+    "digits",
+    DIGITS_FOLDER,
+    10,
+    7,
+    3,
+    7,
+    1797,
+    1007,
+    252,
+    538,
+    None,
+    note="real handwritten digits from scikit-learn, seven-segment attributes; "
+    "generated on first use",
+)
+
+#: Built-in datasets by name: their description and the function writing their folder.
+_BUILTIN: dict[str, tuple[DatasetInfo, Callable[[Path], object]]] = {
+    SYNTHETIC_INFO.name: (
+        SYNTHETIC_INFO,
+        lambda out: make_synthetic_gzsl(out, **SYNTHETIC_SETTINGS),
+    ),
+    DIGITS_INFO.name: (DIGITS_INFO, lambda out: make_digits_gzsl(out, seed=0)),
+}
+
 
 def default_data_root() -> Path:
     """The data root: ``$GSMFLOW_DATA`` if set, else ``~/.cache/gsmflow``.
@@ -90,15 +120,19 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else Path("~/.cache/gsmflow").expanduser()
 
 
-def _ensure_synthetic(root: Path) -> None:
-    """Generate the built-in synthetic dataset into ``root/SYNTHETIC`` unless it is there."""
-    target = root / SYNTHETIC_FOLDER
+def _ensure_generated(root: Path, folder: str, write: Callable[[Path], object]) -> None:
+    """Generate a built-in dataset into ``root/folder`` unless it is there.
+
+    ``write`` fills a temporary folder beside the target, which is then renamed into place,
+    so that an interrupted generation never leaves a half-written dataset behind.
+    """
+    target = root / folder
     if (target / FEATURES_FILE).is_file() and (target / "att_splits.mat").is_file():
         return
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SYNTHETIC_FOLDER}.tmp-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=root))
     try:
-        make_synthetic_gzsl(tmp, **SYNTHETIC_SETTINGS)
+        write(tmp)
         if target.exists():  # an incomplete folder: replace it
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -114,13 +148,14 @@ def load_dataset(
     semantic: str = "att",
     preprocess: bool = True,
 ) -> GZSLData:
-    """Load a dataset by name: a known one, ``synthetic``, or any xlsa17 folder in the root.
+    """Load a dataset by name: a known one, a built-in one, or any xlsa17 folder in the root.
 
     Args:
         name: ``apy``, ``awa1``, ``awa2``, ``cub``, ``sun``, ``flo`` (looked up in
-            ``data_root``); ``synthetic`` (generated deterministically into
-            ``<data_root>/SYNTHETIC`` on first use, then reused); or the name of any folder
-            under ``data_root`` holding ``res101.mat`` + ``att_splits.mat``. Case-insensitive.
+            ``data_root``); the built-in ``synthetic`` or ``digits`` (generated
+            deterministically into ``<data_root>/SYNTHETIC`` or ``<data_root>/DIGITS`` on
+            first use, then reused); or the name of any folder under ``data_root`` holding
+            ``res101.mat`` + ``att_splits.mat``. Case-insensitive.
         data_root: Folder with one sub-folder per dataset; default ``default_data_root()``.
         split: ``"test"`` or ``"val"`` (see ``load_xlsa17``).
         semantic: Which ``<semantic>_splits.mat`` to use (``"att"``, CUB: ``"sent"``).
@@ -141,9 +176,10 @@ def load_dataset(
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     key = name.strip().lower()
     options = {"split": split, "semantic": semantic, "preprocess": preprocess}
-    if key == SYNTHETIC_INFO.name:
-        _ensure_synthetic(root)
-        return load_xlsa17(root, SYNTHETIC_FOLDER, **options)
+    if key in _BUILTIN:
+        info, write = _BUILTIN[key]
+        _ensure_generated(root, info.folder, write)
+        return load_xlsa17(root, info.folder, **options)
     if key in KNOWN_DATASETS:
         info = KNOWN_DATASETS[key]
         folder = find_dataset_dir(root, info.folder)
@@ -155,7 +191,7 @@ def load_dataset(
         return load_xlsa17(root, folder.name, **options)
     if name and "/" not in name and "\\" not in name and find_dataset_dir(root, name) is not None:
         return load_xlsa17(root, name, **options)
-    known = ", ".join([*KNOWN_DATASETS, SYNTHETIC_INFO.name])
+    known = ", ".join([*KNOWN_DATASETS, *_BUILTIN])
     raise DatasetError(
         f"unknown dataset {name!r}: not one of {known} and no folder {name!r} in {root}; "
         f"pass --data-root DIR (or data_root=) pointing at the folder that holds it"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 
-from gsmflow_nflows.data import load_dataset, load_xlsa17, make_synthetic_gzsl
+from gsmflow_nflows.data import SYNTHETIC_INFO, load_dataset, load_xlsa17, make_synthetic_gzsl
 from tests.data.conftest import read
 
 SMALL = {"num_classes": 10, "num_seen": 6, "attribute_dim": 12, "feature_dim": 32,
@@ -52,8 +54,20 @@ def test_structure_is_learnable_from_attributes(tmp_path):
     assert (pred == data.test_unseen_labels).double().mean() > 0.25
 
 
-def test_builtin_synthetic_is_generated_once_and_reused(tmp_path):
-    data = load_dataset("synthetic", data_root=tmp_path)
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory):
+    """A fresh data root and the built-in synthetic dataset, generated into it by this load."""
+    root = tmp_path_factory.mktemp("builtin")
+    assert not (root / "SYNTHETIC").exists()
+    return root, load_dataset("synthetic", data_root=root)
+
+
+def _per_class_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean([np.mean(pred[labels == k] == k) for k in np.unique(labels)]))
+
+
+def test_builtin_synthetic_is_generated_once_and_reused(builtin):
+    tmp_path, data = builtin
     assert data.name == "SYNTHETIC"
     assert (data.num_seen, data.num_unseen, data.embedding_dim, data.feature_dim) == (
         20,
@@ -63,7 +77,30 @@ def test_builtin_synthetic_is_generated_once_and_reused(tmp_path):
     )
     sizes = (data.num_train, len(data.test_seen_labels), len(data.test_unseen_labels))
     assert sizes == (20 * 100, 20 * 25, 12 * 60)
+    info = SYNTHETIC_INFO
+    assert (info.num_trainval, info.num_test_seen, info.num_test_unseen) == sizes
+    assert info.num_images == sum(sizes) and (info.num_seen, info.num_unseen) == (20, 12)
     stamp = (tmp_path / "SYNTHETIC" / "res101.mat").stat().st_mtime_ns
     again = load_dataset("SYNTHETIC", data_root=tmp_path, split="val")
     assert (tmp_path / "SYNTHETIC" / "res101.mat").stat().st_mtime_ns == stamp
     assert again.split == "val" and [p.name for p in tmp_path.iterdir()] == ["SYNTHETIC"]
+
+
+def test_builtin_synthetic_is_hard_but_learnable(builtin):
+    _, data = builtin
+    x, y = data.train_features.double().numpy(), data.train_labels.numpy()
+    xs, ys = data.test_seen_features.double().numpy(), data.test_seen_labels.numpy()
+    xu, yu = data.test_unseen_features.double().numpy(), data.test_unseen_labels.numpy()
+    # seen classes overlap: a linear classifier is far from perfect, but far above chance (5%)
+    clf = LogisticRegression(max_iter=1000).fit(x, y)
+    seen_acc = 100 * _per_class_accuracy(clf.predict(xs), ys)
+    assert 50 < seen_acc < 95, seen_acc
+    # unseen: class means ridge-regressed from attributes beat chance (1/12) at least twice
+    means = np.stack([x[y == k].mean(0) for k in range(data.num_seen)])
+    a, au = data.seen_embeddings.double().numpy(), data.unseen_embeddings.double().numpy()
+    center = means.mean(0)
+    w = np.linalg.solve(a.T @ a + 0.1 * np.eye(a.shape[1]), a.T @ (means - center))
+    predicted = au @ w + center
+    dist = (xu**2).sum(1, keepdims=True) - 2 * xu @ predicted.T + (predicted**2).sum(1)
+    unseen_acc = _per_class_accuracy(dist.argmin(1), yu)
+    assert unseen_acc > 2 / data.num_unseen, unseen_acc
