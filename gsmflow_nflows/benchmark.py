@@ -41,7 +41,7 @@ class BenchRequest:
 
     dataset: str
     data_root: str | None = None
-    preset: str = "quick"
+    preset: str = "default"
     protocol: str = "final"
     seeds: tuple[int, ...] = (0,)
     device: str | None = None
@@ -114,7 +114,7 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
         ``seconds``, ``device``.
 
     Example:
-        >>> result = run_bench(BenchRequest("synthetic", preset="quick"))  # doctest: +SKIP
+        >>> result = run_bench(BenchRequest("digits"))  # doctest: +SKIP
         >>> round(result["mean"]["H"], 3)  # doctest: +SKIP
     """
     if request.protocol not in PROTOCOLS:

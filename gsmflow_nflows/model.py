@@ -20,9 +20,12 @@ from torch import Tensor, nn
 from gsmflow_nflows._checks import check_int, check_matrix
 from gsmflow_nflows.context_groups import ContextGroups
 from gsmflow_nflows.semantic import RelativePositioningEncoder
+from gsmflow_nflows.semantic_mean import SemanticShiftTransform
 from gsmflow_nflows.transforms import SemanticAffineCouplingTransform, SemanticCouplingNet
 
 PERMUTATIONS = (None, "reverse", "random", "lu")
+#: How the class vector enters the flow: the paper's couplings, or a linear mean only.
+CONDITIONINGS = ("couplings", "mean")
 
 
 def glow_block(
@@ -147,6 +150,8 @@ def build_gsmflow(
     init_scale: float = 0.01,
     generator: torch.Generator | None = None,
     relative_positioning: bool = True,
+    conditioning: str = "couplings",
+    semantic_mean: tuple[Tensor, Tensor] | None = None,
 ) -> Flow:
     """Build the paper's conditional flow ``p(x | a)`` as an nflows ``Flow``.
 
@@ -175,6 +180,15 @@ def build_gsmflow(
         relative_positioning: ``False`` drops the encoder (the paper's ablation):
             the coupling nets take the raw class vector as context and
             ``semantic_features`` is unused.
+        conditioning: ``"couplings"`` (the paper: ``h(a)`` in every coupling) or
+            ``"mean"`` (not in the paper): the class vector enters only through
+            a :class:`~gsmflow_nflows.semantic_mean.SemanticShiftTransform`
+            ``x - (a W + b)`` in front of unconditional couplings, so that an
+            unseen vector gets the mean a linear map extrapolates to (see
+            :mod:`gsmflow_nflows.semantic_mean`). No encoder then.
+        semantic_mean: ``(W [A, D], b [D])`` of the shift (e.g. from
+            :func:`~gsmflow_nflows.semantic_mean.fit_ridge_map` on the seen class
+            means); default zeros (a placeholder a saved state fills in).
 
     Returns:
         An ``nflows.flows.Flow``.
@@ -197,17 +211,34 @@ def build_gsmflow(
     if not isinstance(init_scale, (int, float)) or not init_scale >= 0:
         raise ValueError(f"Expected init_scale >= 0, got {init_scale!r}.")
     check_matrix("class_embeddings", class_embeddings)
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"Expected conditioning in {CONDITIONINGS}, got {conditioning!r}.")
+    if semantic_mean is not None and conditioning != "mean":
+        raise ValueError("semantic_mean is used only with conditioning='mean'.")
 
     groups = ContextGroups()
-    if relative_positioning:
-        encoder: nn.Module = RelativePositioningEncoder.from_class_embeddings(
+    layers: list[Transform] = []
+    if conditioning == "mean":
+        dim = class_embeddings.shape[1]
+        if semantic_mean is None:
+            semantic_mean = (torch.zeros(dim, features), torch.zeros(features))
+        weight, bias = semantic_mean
+        if tuple(weight.shape) != (dim, features) or tuple(bias.shape) != (features,):
+            raise ValueError(
+                f"Expected semantic_mean of shapes ({dim}, {features}) and ({features},), "
+                f"got {tuple(weight.shape)} and {tuple(bias.shape)}."
+            )
+        layers.append(SemanticShiftTransform(weight.to(torch.float32), bias.to(torch.float32)))
+        encoder: nn.Module = nn.Identity()
+        context_features = 0
+    elif relative_positioning:
+        encoder = RelativePositioningEncoder.from_class_embeddings(
             class_embeddings, semantic_features, groups=groups
         )
         context_features = semantic_features
     else:
         encoder = nn.Identity()
         context_features = class_embeddings.shape[1]
-    layers: list[Transform] = []
     for index in range(num_blocks):
         if index > 0 and permutation is not None:
             layers.append(_mixing(permutation, features, generator))

@@ -61,7 +61,8 @@ class SemanticCouplingNet(nn.Module):
     Args:
         in_features: width of the identity half fed to the net.
         out_features: width of the output (2 x transformed features for an affine coupling).
-        context_features: width of the semantic embedding ``h``.
+        context_features: width of the semantic embedding ``h``; ``0`` makes an
+            unconditional net that ignores its context.
         hidden_features: width of the hidden layer (2048 in the paper).
         groups: a grouping cache shared by the nets of one flow; a private one if ``None``.
 
@@ -84,16 +85,18 @@ class SemanticCouplingNet(nn.Module):
         for name, value in (
             ("in_features", in_features),
             ("out_features", out_features),
-            ("context_features", context_features),
             ("hidden_features", hidden_features),
         ):
             check_int(name, value, minimum=1)
+        check_int("context_features", context_features, minimum=0)
         self.in_features = in_features
         self.out_features = out_features
         self.context_features = context_features
         self.hidden_features = hidden_features
         self.input_layer = nn.Linear(in_features, hidden_features)
-        self.context_layer = nn.Linear(context_features, hidden_features, bias=False)
+        self.context_layer = (
+            nn.Linear(context_features, hidden_features, bias=False) if context_features else None
+        )
         self.activation = nn.LeakyReLU(0.2)
         self.output_layer = nn.Linear(hidden_features, out_features)
         self.groups = groups if groups is not None else ContextGroups()
@@ -102,6 +105,8 @@ class SemanticCouplingNet(nn.Module):
         self.check_values = True
 
     def forward(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+        if self.context_layer is None:  # an unconditional net: the context is not used
+            return self.output_layer(self.activation(self.input_layer(inputs)))
         if context is None:
             raise ValueError(
                 f"SemanticCouplingNet needs a context of width {self.context_features}; got None."
@@ -123,6 +128,8 @@ class SemanticCouplingNet(nn.Module):
 
     def first_layer_weight(self) -> Tensor:
         """The first layer as one ``[hidden, in + ctx]`` matrix on ``cat(inputs, context)``."""
+        if self.context_layer is None:
+            return self.input_layer.weight
         return torch.cat([self.input_layer.weight, self.context_layer.weight], dim=1)
 
 

@@ -346,7 +346,7 @@ def linear_gaussian_baseline(
     generated, generated_labels = linear_gaussian_features(
         data, evaluation.samples_per_class, generator=generator, alpha=alpha
     )
-    settings = evaluation.classifier_settings()
+    settings = {**evaluation.classifier_settings(), "last_epoch_only": True}
     gzsl = evaluate_gzsl(
         seen_features=data.train_features,
         seen_labels=data.train_labels,

@@ -171,7 +171,11 @@ def train_softmax_classifier(
     classifier = SoftmaxClassifier(train_features.shape[1], num_classes, generator=generator)
     classifier = classifier.to(device=train_features.device, dtype=train_features.dtype)
     optimizer = torch.optim.Adam(
-        classifier.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay
+        classifier.parameters(),
+        lr=lr,
+        betas=tuple(betas),
+        weight_decay=weight_decay,
+        foreach=True,  # one multi-tensor step, not a Python loop per tensor
     )
     epochs = classifier_epochs(num_samples, batch_size, epochs, min_steps)
     batch_size = min(batch_size, num_samples)

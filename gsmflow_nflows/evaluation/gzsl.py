@@ -19,6 +19,7 @@ from torch import Tensor
 from gsmflow_nflows._checks import check_int, check_labels, check_matrix
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
+    classifier_epochs,
     predict,
     train_softmax_classifier,
 )
@@ -44,6 +45,7 @@ def evaluate_gzsl(
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
+    last_epoch_only: bool = False,
 ) -> list[GZSLScores]:
     """Train the GZSL classifier over ``S + U`` classes and score it after every epoch.
 
@@ -70,6 +72,8 @@ def evaluate_gzsl(
         weight_decay: The classifier's L2 penalty.
         betas: Adam betas.
         generator: Source of the classifier's initialisation and shuffling.
+        last_epoch_only: Score only after the last epoch (the ``final`` protocol);
+            the list then holds one entry.
 
     Returns:
         One :class:`GZSLScores` (fractions) per classifier epoch (``epochs``, or more
@@ -121,8 +125,11 @@ def evaluate_gzsl(
     test_seen_features = test_seen_features.to(device, dtype)
     test_unseen_features = test_unseen_features.to(device, dtype)
     scores: list[GZSLScores] = []
+    total = classifier_epochs(train_features.shape[0], batch_size, epochs, min_steps)
 
     def score(epoch: int, classifier: SoftmaxClassifier) -> None:
+        if last_epoch_only and epoch != total - 1:
+            return
         scores.append(
             gzsl_scores(
                 predict(classifier, test_seen_features),
@@ -163,6 +170,7 @@ def evaluate_zsl(
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
+    last_epoch_only: bool = False,
 ) -> list[float]:
     """Conventional ZSL: a classifier over the unseen classes only, T1 after every epoch.
 
@@ -179,6 +187,7 @@ def evaluate_zsl(
         weight_decay: The classifier's L2 penalty.
         betas: Adam betas.
         generator: Source of the classifier's initialisation and shuffling.
+        last_epoch_only: Score only after the last epoch; the list then holds one entry.
 
     Returns:
         T1 (a fraction) per classifier epoch.
@@ -213,8 +222,11 @@ def evaluate_zsl(
     test_unseen_features = test_unseen_features.to(device, dtype)
     test_unseen_labels = test_unseen_labels.to(device)
     top1: list[float] = []
+    total = classifier_epochs(generated_features.shape[0], batch_size, epochs, min_steps)
 
     def score(epoch: int, classifier: SoftmaxClassifier) -> None:
+        if last_epoch_only and epoch != total - 1:
+            return
         top1.append(zsl_top1(predict(classifier, test_unseen_features), test_unseen_labels))
 
     train_softmax_classifier(

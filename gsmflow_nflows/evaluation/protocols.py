@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ import torch
 from nflows.flows.base import Flow
 
 from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.evaluation.classifier import classifier_epochs
 from gsmflow_nflows.evaluation.gzsl import evaluate_gzsl, evaluate_zsl
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.training.config import GSMFlowConfig
@@ -62,7 +64,13 @@ class ProtocolResult:
 
 
 def evaluate_flow(
-    flow: Flow, data: GZSLData, config: GSMFlowConfig, iteration: int, *, epochs: int | None = None
+    flow: Flow,
+    data: GZSLData,
+    config: GSMFlowConfig,
+    iteration: int,
+    *,
+    epochs: int | None = None,
+    last_epoch_only: bool = False,
 ) -> dict[str, Any]:
     """Generate unseen features with ``flow`` and score GZSL (S/U/H) and ZSL (T1) per epoch.
 
@@ -72,9 +80,11 @@ def evaluate_flow(
         config: the run's config (evaluation section).
         iteration: the flow's iteration (recorded, and seeds the generation).
         epochs: classifier epochs; default ``config.evaluation.classifier_epochs``.
+        last_epoch_only: score only the classifier's last epoch (protocol ``final``).
 
     Returns:
-        ``{"iteration", "gzsl": [{"S", "U", "H"} per epoch], "zsl_t1": [T1 per epoch]}``.
+        ``{"iteration", "gzsl": [{"S", "U", "H"} per scored epoch], "zsl_t1": [T1 per
+        scored epoch], "gzsl_epochs", "zsl_epochs"}`` (the epochs each classifier trained).
     """
     evaluation = config.evaluation
     epochs = epochs if epochs is not None else evaluation.classifier_epochs
@@ -86,7 +96,11 @@ def evaluate_flow(
         evaluation.samples_per_class,
         generator=generator,
     )
-    common = {**evaluation.classifier_settings(), "epochs": epochs}
+    common = {
+        **evaluation.classifier_settings(),
+        "epochs": epochs,
+        "last_epoch_only": last_epoch_only,
+    }
     gzsl = evaluate_gzsl(
         seen_features=data.train_features.to(device),
         seen_labels=data.train_labels.to(device),
@@ -110,10 +124,15 @@ def evaluate_flow(
         generator=seeded_generator(config.seed, 7, iteration),
         **common,
     )
+    batch, floor = evaluation.classifier_batch_size, evaluation.classifier_min_steps
+    num_generated = generated.shape[0]
     return {
         "iteration": iteration,
         "gzsl": [asdict(scores) for scores in gzsl],
         "zsl_t1": list(zsl),
+        # Epochs trained (the step floor may raise them above ``epochs``).
+        "gzsl_epochs": classifier_epochs(data.num_train + num_generated, batch, epochs, floor),
+        "zsl_epochs": classifier_epochs(num_generated, batch, epochs, floor),
     }
 
 
@@ -208,9 +227,13 @@ def run_protocol(
     if protocol == "final":
         trainer = trainer_for(test_data, "test")
         flow = trainer.fit(resume=resume, progress=progress)
-        record = evaluate_flow(flow, test_data, config, trainer.total_iterations)
-        last = len(record["gzsl"]) - 1
-        return result(record, last, record, last, [record])
+        record = evaluate_flow(
+            flow, test_data, config, trainer.total_iterations, last_epoch_only=True
+        )
+        final = result(record, 0, record, 0, [record])
+        return dataclasses.replace(
+            final, classifier_epoch=record["gzsl_epochs"], t1_epoch=record["zsl_epochs"]
+        )
 
     def fit_with_evaluations(data: GZSLData, tag: str) -> GSMFlowTrainer:
         """Train on ``data``, evaluating on its own test sets at the reference's points."""

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gsmflow_nflows.model import PERMUTATIONS
+from gsmflow_nflows.model import CONDITIONINGS, PERMUTATIONS
 
 ABLATIONS = ("mining", "positioning", "prototype", "perturbation")
 
@@ -33,7 +33,13 @@ def _number(owner: str, name: str, value: object, *, positive: bool = False) -> 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The flow's shape (spec "The model" 1-2)."""
+    """The flow's shape (spec "The model" 1-2).
+
+    ``conditioning="couplings"`` is the paper's model; ``"mean"`` (not in the
+    paper) feeds the class vector only through a ridge regression of the seen
+    class means with penalty ``mean_ridge_alpha`` (see
+    :mod:`gsmflow_nflows.semantic_mean`).
+    """
 
     num_blocks: int = 5
     hidden_features: int = 2048
@@ -41,11 +47,18 @@ class ModelConfig:
     clamp: float = 1.0
     permutation: str | None = None
     relative_positioning: bool = True
+    conditioning: str = "couplings"
+    mean_ridge_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "hidden_features", "semantic_features"):
             _positive_int("model", name, getattr(self, name))
         _number("model", "clamp", self.clamp, positive=True)
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(
+                f"model.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}."
+            )
+        _number("model", "mean_ridge_alpha", self.mean_ridge_alpha, positive=True)
         if self.permutation not in PERMUTATIONS:
             raise ValueError(
                 f"model.permutation must be one of {PERMUTATIONS}, got {self.permutation!r}."

@@ -72,6 +72,7 @@ def load_model(
         clamp=config.model.clamp,
         permutation=config.model.permutation,
         relative_positioning=config.model.relative_positioning,
+        conditioning=config.model.conditioning,
     )
     try:
         flow.load_state_dict(state["flow"])

@@ -20,6 +20,7 @@ from gsmflow_nflows.losses import (
     train_relation_network,
 )
 from gsmflow_nflows.model import build_gsmflow
+from gsmflow_nflows.semantic_mean import fit_ridge_map
 from gsmflow_nflows.training.checkpoint import load_checkpoint, save_checkpoint
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.step import train_step
@@ -186,6 +187,10 @@ class GSMFlowTrainer:
         """A freshly initialised flow for this config and dataset, on the trainer's device."""
         model, data = self.config.model, self.data
         all_embeddings = torch.cat([data.seen_embeddings, data.unseen_embeddings])
+        semantic_mean = None
+        if model.conditioning == "mean":  # fitted on the real training features, before mining
+            means = class_means(data.train_features.double(), data.train_labels, data.num_seen)
+            semantic_mean = fit_ridge_map(data.seen_embeddings, means, alpha=model.mean_ridge_alpha)
         flow = build_gsmflow(
             data.feature_dim,
             all_embeddings,
@@ -195,6 +200,8 @@ class GSMFlowTrainer:
             clamp=model.clamp,
             permutation=model.permutation,
             relative_positioning=model.relative_positioning,
+            conditioning=model.conditioning,
+            semantic_mean=semantic_mean,
             generator=seeded_generator(self.config.seed, 3),
         )
         return flow.to(self.device)

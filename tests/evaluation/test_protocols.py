@@ -61,9 +61,14 @@ def test_final_reports_the_last_epoch_of_one_evaluation_of_the_final_model(tiny_
     assert (result.S, result.U, result.H) == (last["S"], last["U"], last["H"])
     assert result.T1 == record["zsl_t1"][-1]
     assert result.classifier_epoch == result.t1_epoch == 3 and result.t1_iteration == 20
+    assert len(record["gzsl"]) == len(record["zsl_t1"]) == 1  # only the last epoch is scored
     # the evaluation is that of the fully trained flow
     flow = GSMFlowTrainer(CONFIG, load("test"), device="cpu").fit()
-    assert protocols.evaluate_flow(flow, load("test"), CONFIG, 20) == record
+    assert protocols.evaluate_flow(flow, load("test"), CONFIG, 20, last_epoch_only=True) == record
+    # scoring only the last epoch changes nothing of it: same as the last of all epochs
+    every = protocols.evaluate_flow(flow, load("test"), CONFIG, 20)
+    assert len(every["gzsl"]) == 3
+    assert every["gzsl"][-1] == record["gzsl"][0] and every["zsl_t1"][-1] == record["zsl_t1"][0]
 
 
 def test_val_chooses_on_validation_and_reports_one_test_evaluation(tiny_root):

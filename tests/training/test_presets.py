@@ -8,7 +8,6 @@ import torch
 
 from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.training import PAPER_PRESETS, generic_config, preset_config
-from gsmflow_nflows.training.presets import quick_variant
 
 # The spec's table ("Published hyperparameters"), typed in from the document.
 # blocks, gen_nepoch, lr, wd, batch, step, gamma, proto, pi, rel_epochs, rel_batch, rel_lr,
@@ -69,7 +68,7 @@ def test_preset_config_paper_is_case_insensitive_and_ignores_the_data(name):
 
 
 def test_awa1_uses_awa2_settings():
-    assert preset_config("awa1", _data()) == PAPER_PRESETS["awa2"]
+    assert preset_config("awa1", _data(), "paper") == PAPER_PRESETS["awa2"]
 
 
 @pytest.mark.parametrize("name, num_train", [("apy", 5932), ("awa2", 23527), ("cub", 7057),
@@ -94,45 +93,48 @@ def test_generic_config_derives_from_the_data(num_train, num_seen, expected_samp
     config = generic_config(_data(num_train, num_seen, dim=7))
     # twice the mean real count per seen class, between 50 and 5000
     assert config.evaluation.samples_per_class == expected_samples
-    assert 50 <= config.evaluation.samples_per_class <= 5000
-    assert config.training.batch_size == max(1, min(256, num_train // 4))
-    assert config.training.batch_size <= num_train
-    assert config.evaluation.classifier_batch_size <= num_train
-    assert config.model.hidden_features == 64 and config.model.semantic_features == 32
+    batch = min(256, max(32, num_train // 8), num_train)
+    assert config.training.batch_size == batch
+    assert config.evaluation.classifier_batch_size == min(1200, num_train)
+    assert config.model.hidden_features == 64 and config.model.conditioning == "mean"
+    # 40 epochs of floor(N / batch) iterations, between 1,000 and 3,000
     iterations = config.training.iterations(num_train)
-    assert 5000 <= iterations <= 15000  # "about 10,000 iterations"
+    assert iterations == min(3000, max(1000, 40 * (num_train // batch)))
     assert config.evaluation.eval_start <= iterations
+    # the learning rate is halved at each third of the run, never decays to nothing
+    per_epoch = config.training.iterations_per_epoch(num_train)
+    steps = iterations // (per_epoch * config.training.lr_step_epochs)
+    assert config.training.lr_gamma == 0.5 and steps <= 3
+    assert config.mining.relation_batch_size <= num_train
 
 
 def test_generic_config_widths_follow_the_feature_dim():
     model = generic_config(_data(dim=100)).model
     assert (model.hidden_features, model.semantic_features) == (200, 50)
     model = generic_config(_data(num_train=8, dim=3000)).model
-    assert (model.hidden_features, model.semantic_features) == (2048, 1024)
+    assert (model.hidden_features, model.semantic_features) == (1024, 1024)
 
 
-def test_unknown_dataset_gets_generic_config():
+def test_quick_is_a_smaller_model_on_a_shorter_run_with_the_same_rules():
+    data = _data(num_train=5932, num_seen=20, dim=2048)
+    default, quick = preset_config("apy", data), preset_config("apy", data, "quick")
+    assert default == generic_config(data)  # default is data-derived for known datasets too
+    assert (default.model.hidden_features, quick.model.hidden_features) == (1024, 512)
+    # batch 256: 23 batches an epoch, 40 epochs = 920 iterations; default's floor is 1,000
+    assert default.training.iterations(5932) == 1000
+    assert quick.training.iterations(5932) == 920
+    assert quick.training.lr == default.training.lr
+    assert quick.evaluation == dataclasses.replace(
+        default.evaluation, eval_every=92, eval_start=460
+    )
+
+
+def test_paper_preset_of_an_unknown_dataset_keeps_the_paper_model():
     data = _data(num_train=300)
+    paper = preset_config("my-own", data, "paper")
+    assert paper.model.conditioning == "couplings"
+    assert paper.training == generic_config(data).training
     assert preset_config("my-own", data) == generic_config(data)
-
-
-def test_quick_variant_caps_iterations_at_300():
-    big = _data(num_train=5932, num_seen=20)
-    quick = preset_config("apy", big, "quick")
-    assert quick.training.iterations(5932) == 300
-    assert quick.model.hidden_features <= 1024
-    assert quick.evaluation.samples_per_class <= 200
-    assert quick.evaluation.eval_start <= 300
-    # everything the variant does not shrink stays the paper's
-    paper = PAPER_PRESETS["apy"]
-    assert quick.model.num_blocks == paper.model.num_blocks
-    assert (quick.training.lr, quick.training.batch_size) == (3e-4, 200)
-    assert quick.training.prototype_weight == paper.training.prototype_weight
-    # a run shorter than 300 keeps its length
-    small = _data(num_train=450, num_seen=5)  # 450 // 200 * 600 = 1200 > 300
-    assert quick_variant(paper, small).training.iterations(450) == 300
-    short = dataclasses.replace(paper, training=dataclasses.replace(paper.training, epochs=2))
-    assert quick_variant(short, small).training.iterations(450) == (450 // 200) * 2
 
 
 def test_smoke_variant_is_tiny_and_fits_the_data():
