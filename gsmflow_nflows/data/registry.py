@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -97,13 +98,21 @@ DIGITS_INFO = DatasetInfo(
 )
 
 #: Built-in datasets by name: their description and the function writing their folder.
-_BUILTIN: dict[str, tuple[DatasetInfo, Callable[[Path], object]]] = {
+_BUILTIN: dict[str, tuple[DatasetInfo, Callable[[Path], object], str]] = {
     SYNTHETIC_INFO.name: (
         SYNTHETIC_INFO,
         lambda out: make_synthetic_gzsl(out, **SYNTHETIC_SETTINGS),
+        # what the generated files depend on; a folder made by other settings is regenerated
+        json.dumps({"generator": "make_synthetic_gzsl/2", **SYNTHETIC_SETTINGS}, sort_keys=True),
     ),
-    DIGITS_INFO.name: (DIGITS_INFO, lambda out: make_digits_gzsl(out, seed=0)),
+    DIGITS_INFO.name: (
+        DIGITS_INFO,
+        lambda out: make_digits_gzsl(out, seed=0),
+        json.dumps({"generator": "make_digits_gzsl/1", "seed": 0}, sort_keys=True),
+    ),
 }
+#: The file in a built-in dataset's folder that records how it was generated.
+RECIPE_FILE = "GENERATED.json"
 
 
 def default_data_root() -> Path:
@@ -120,20 +129,27 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else Path("~/.cache/gsmflow").expanduser()
 
 
-def _ensure_generated(root: Path, folder: str, write: Callable[[Path], object]) -> None:
-    """Generate a built-in dataset into ``root/folder`` unless it is there.
+def _ensure_generated(
+    root: Path, folder: str, write: Callable[[Path], object], recipe: str
+) -> None:
+    """Generate a built-in dataset into ``root/folder`` unless it is there, made by ``recipe``.
 
     ``write`` fills a temporary folder beside the target, which is then renamed into place,
-    so that an interrupted generation never leaves a half-written dataset behind.
+    so that an interrupted generation never leaves a half-written dataset behind. The folder
+    records ``recipe`` (in ``GENERATED.json``); one made by an older version of the generator
+    (or by hand) is regenerated, so a cached folder never silently stands for other data.
     """
     target = root / folder
-    if (target / FEATURES_FILE).is_file() and (target / "att_splits.mat").is_file():
+    stamp = target / RECIPE_FILE
+    complete = (target / FEATURES_FILE).is_file() and (target / "att_splits.mat").is_file()
+    if complete and stamp.is_file() and stamp.read_text() == recipe:
         return
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=root))
     try:
         write(tmp)
-        if target.exists():  # an incomplete folder: replace it
+        (tmp / RECIPE_FILE).write_text(recipe)
+        if target.exists():  # incomplete, or made by other settings: replace it
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
@@ -177,8 +193,8 @@ def load_dataset(
     key = name.strip().lower()
     options = {"split": split, "semantic": semantic, "preprocess": preprocess}
     if key in _BUILTIN:
-        info, write = _BUILTIN[key]
-        _ensure_generated(root, info.folder, write)
+        info, write, recipe = _BUILTIN[key]
+        _ensure_generated(root, info.folder, write, recipe)
         return load_xlsa17(root, info.folder, **options)
     if key in KNOWN_DATASETS:
         info = KNOWN_DATASETS[key]

@@ -232,3 +232,22 @@ def test_digits_is_listed_and_named_in_errors(tmp_path):
     assert "note digits: real handwritten digits from scikit-learn" in table.stdout
     with pytest.raises(DatasetError, match=r"not one of .*synthetic, digits"):
         load_dataset("nosuch", data_root=tmp_path)
+
+
+def test_a_cached_folder_made_by_other_settings_is_regenerated(tmp_path):
+    """A folder from an older generator (no or another recipe) never stands for today's data."""
+    from scipy.io import loadmat, savemat
+
+    load_dataset("digits", data_root=tmp_path)
+    folder = tmp_path / "DIGITS"
+    stale = loadmat(folder / "res101.mat")
+    stale["features"] = stale["features"] * 0 + 1.0  # other data under the same name
+    savemat(folder / "res101.mat", stale)
+    (folder / "GENERATED.json").unlink()  # as written by a version without recipes
+    data = load_dataset("digits", data_root=tmp_path)
+    assert float(data.train_features.std()) > 0.1  # regenerated, not the constant stale file
+    assert (folder / "GENERATED.json").is_file()
+    # and a folder stamped with another recipe is regenerated as well
+    (folder / "GENERATED.json").write_text('{"generator": "make_digits_gzsl/0"}')
+    savemat(folder / "res101.mat", stale)
+    assert float(load_dataset("digits", data_root=tmp_path).train_features.std()) > 0.1

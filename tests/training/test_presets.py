@@ -93,13 +93,13 @@ def test_generic_config_derives_from_the_data(num_train, num_seen, expected_samp
     config = generic_config(_data(num_train, num_seen, dim=7))
     # twice the mean real count per seen class, between 50 and 5000
     assert config.evaluation.samples_per_class == expected_samples
-    batch = min(256, max(32, num_train // 8), num_train)
+    batch = min(128, max(32, num_train // 8), num_train)
     assert config.training.batch_size == batch
     assert config.evaluation.classifier_batch_size == min(1200, num_train)
     assert config.model.hidden_features == 64 and config.model.conditioning == "mean"
-    # 40 epochs of floor(N / batch) iterations, between 1,000 and 3,000
+    # 20 epochs of floor(N / batch) iterations, between 1,000 and 3,000
     iterations = config.training.iterations(num_train)
-    assert iterations == min(3000, max(1000, 40 * (num_train // batch)))
+    assert iterations == min(3000, max(1000, 20 * (num_train // batch)))
     assert config.evaluation.eval_start <= iterations
     # the learning rate is halved at each third of the run, never decays to nothing
     per_epoch = config.training.iterations_per_epoch(num_train)
@@ -112,15 +112,16 @@ def test_generic_config_widths_follow_the_feature_dim():
     model = generic_config(_data(dim=100)).model
     assert (model.hidden_features, model.semantic_features) == (200, 50)
     model = generic_config(_data(num_train=8, dim=3000)).model
-    assert (model.hidden_features, model.semantic_features) == (1024, 1024)
+    assert (model.hidden_features, model.semantic_features) == (512, 1024)
 
 
 def test_quick_is_a_smaller_model_on_a_shorter_run_with_the_same_rules():
     data = _data(num_train=5932, num_seen=20, dim=2048)
     default, quick = preset_config("apy", data), preset_config("apy", data, "quick")
     assert default == generic_config(data)  # default is data-derived for known datasets too
-    assert (default.model.hidden_features, quick.model.hidden_features) == (1024, 512)
-    # batch 256: 23 batches an epoch, 40 epochs = 920 iterations; default's floor is 1,000
+    assert (default.model.hidden_features, quick.model.hidden_features) == (512, 256)
+    assert not default.mining.enabled
+    # batch 128: 46 batches an epoch, 20 epochs = 920 iterations; default's floor is 1,000
     assert default.training.iterations(5932) == 1000
     assert quick.training.iterations(5932) == 920
     assert quick.training.lr == default.training.lr
@@ -132,7 +133,7 @@ def test_quick_is_a_smaller_model_on_a_shorter_run_with_the_same_rules():
 def test_paper_preset_of_an_unknown_dataset_keeps_the_paper_model():
     data = _data(num_train=300)
     paper = preset_config("my-own", data, "paper")
-    assert paper.model.conditioning == "couplings"
+    assert paper.model.conditioning == "couplings" and paper.mining.enabled
     assert paper.training == generic_config(data).training
     assert preset_config("my-own", data) == generic_config(data)
 
