@@ -26,7 +26,7 @@ from gsmflow_nflows.evaluation.classifier import (
     predict,
     train_softmax_classifier,
 )
-from gsmflow_nflows.evaluation.gzsl import evaluate_gzsl, evaluate_zsl
+from gsmflow_nflows.evaluation.gzsl import evaluate_generated, evaluate_gzsl, evaluate_zsl
 from gsmflow_nflows.evaluation.metrics import (
     GZSLScores,
     gzsl_scores,
@@ -43,6 +43,7 @@ __all__ = [
     "chance_baseline",
     "classifier_epochs",
     "eszsl_baseline",
+    "evaluate_generated",
     "evaluate_gzsl",
     "evaluate_zsl",
     "fit_eszsl",

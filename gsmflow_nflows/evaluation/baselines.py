@@ -36,7 +36,7 @@ from gsmflow_nflows._checks import (
 )
 from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifier
-from gsmflow_nflows.evaluation.gzsl import evaluate_gzsl, evaluate_zsl
+from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
 from gsmflow_nflows.losses import class_means
 from gsmflow_nflows.training.config import EvaluationConfig
@@ -347,27 +347,12 @@ def linear_gaussian_baseline(
         data, evaluation.samples_per_class, generator=generator, alpha=alpha
     )
     settings = {**evaluation.classifier_settings(), "last_epoch_only": True}
-    gzsl = evaluate_gzsl(
-        seen_features=data.train_features,
-        seen_labels=data.train_labels,
-        generated_features=generated,
-        generated_labels=generated_labels,
-        test_seen_features=data.test_seen_features,
-        test_seen_labels=data.test_seen_labels,
-        test_unseen_features=data.test_unseen_features,
-        test_unseen_labels=data.test_unseen_labels,
-        num_seen=data.num_seen,
-        num_unseen=data.num_unseen,
-        generator=torch.Generator().manual_seed(gzsl_seed),
-        **settings,
-    )
-    zsl = evaluate_zsl(
-        generated_features=generated,
-        generated_labels=generated_labels,
-        test_unseen_features=data.test_unseen_features,
-        test_unseen_labels=data.test_unseen_labels,
-        num_unseen=data.num_unseen,
-        generator=torch.Generator().manual_seed(zsl_seed),
+    gzsl, zsl = evaluate_generated(
+        data,
+        generated,
+        generated_labels,
+        gzsl_generator=torch.Generator().manual_seed(gzsl_seed),
+        zsl_generator=torch.Generator().manual_seed(zsl_seed),
         **settings,
     )
     last = gzsl[-1]

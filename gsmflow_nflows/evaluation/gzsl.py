@@ -13,10 +13,13 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from gsmflow_nflows._checks import check_int, check_labels, check_matrix
+from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     classifier_epochs,
@@ -243,3 +246,64 @@ def evaluate_zsl(
         on_epoch=score,
     )
     return top1
+
+
+def evaluate_generated(
+    data: GZSLData,
+    generated_features: Tensor,
+    generated_labels: Tensor,
+    *,
+    gzsl_generator: torch.Generator | None,
+    zsl_generator: torch.Generator | None,
+    **classifier: Any,
+) -> tuple[list[GZSLScores], list[float]]:
+    """GZSL and ZSL evaluation of generated unseen features against a dataset's test sets.
+
+    The one path every generator (GSMFlow, the linear-Gaussian baseline) is scored by:
+    :func:`evaluate_gzsl` on the dataset's real seen training features plus the
+    generated ones, and :func:`evaluate_zsl` on the generated ones, on the generated
+    features' device.
+
+    Args:
+        data: The split whose training and test sets are used.
+        generated_features: ``[Ng, D]`` features of the unseen classes of ``data``.
+        generated_labels: ``[Ng]`` their labels in ``0..U-1``.
+        gzsl_generator: Source of the GZSL classifier's initialisation and shuffling.
+        zsl_generator: The same for the ZSL classifier.
+        **classifier: The classifier's settings (``lr``, ``batch_size``, ``epochs``,
+            ``min_steps``, ``weight_decay``, ``last_epoch_only``, ...).
+
+    Returns:
+        ``(GZSL scores per scored epoch, T1 per scored epoch)``.
+
+    Example:
+        >>> gzsl, t1 = evaluate_generated(  # doctest: +SKIP
+        ...     data, x, y, gzsl_generator=None, zsl_generator=None,
+        ...     **config.evaluation.classifier_settings()
+        ... )
+    """
+    device = generated_features.device
+    gzsl = evaluate_gzsl(
+        seen_features=data.train_features.to(device),
+        seen_labels=data.train_labels.to(device),
+        generated_features=generated_features,
+        generated_labels=generated_labels,
+        test_seen_features=data.test_seen_features.to(device),
+        test_seen_labels=data.test_seen_labels.to(device),
+        test_unseen_features=data.test_unseen_features.to(device),
+        test_unseen_labels=data.test_unseen_labels.to(device),
+        num_seen=data.num_seen,
+        num_unseen=data.num_unseen,
+        generator=gzsl_generator,
+        **classifier,
+    )
+    zsl = evaluate_zsl(
+        generated_features=generated_features,
+        generated_labels=generated_labels,
+        test_unseen_features=data.test_unseen_features.to(device),
+        test_unseen_labels=data.test_unseen_labels.to(device),
+        num_unseen=data.num_unseen,
+        generator=zsl_generator,
+        **classifier,
+    )
+    return gzsl, zsl

@@ -29,7 +29,7 @@ from nflows.flows.base import Flow
 
 from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.evaluation.classifier import classifier_epochs
-from gsmflow_nflows.evaluation.gzsl import evaluate_gzsl, evaluate_zsl
+from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn, seeded_generator
@@ -101,27 +101,12 @@ def evaluate_flow(
         "epochs": epochs,
         "last_epoch_only": last_epoch_only,
     }
-    gzsl = evaluate_gzsl(
-        seen_features=data.train_features.to(device),
-        seen_labels=data.train_labels.to(device),
-        generated_features=generated,
-        generated_labels=generated_labels,
-        test_seen_features=data.test_seen_features.to(device),
-        test_seen_labels=data.test_seen_labels.to(device),
-        test_unseen_features=data.test_unseen_features.to(device),
-        test_unseen_labels=data.test_unseen_labels.to(device),
-        num_seen=data.num_seen,
-        num_unseen=data.num_unseen,
-        generator=seeded_generator(config.seed, 6, iteration),
-        **common,
-    )
-    zsl = evaluate_zsl(
-        generated_features=generated,
-        generated_labels=generated_labels,
-        test_unseen_features=data.test_unseen_features.to(device),
-        test_unseen_labels=data.test_unseen_labels.to(device),
-        num_unseen=data.num_unseen,
-        generator=seeded_generator(config.seed, 7, iteration),
+    gzsl, zsl = evaluate_generated(
+        data,
+        generated,
+        generated_labels,
+        gzsl_generator=seeded_generator(config.seed, 6, iteration),
+        zsl_generator=seeded_generator(config.seed, 7, iteration),
         **common,
     )
     batch, floor = evaluation.classifier_batch_size, evaluation.classifier_min_steps

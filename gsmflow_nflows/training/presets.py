@@ -126,8 +126,9 @@ def generic_config(data: GZSLData, size: str = "default") -> GSMFlowConfig:
     constant; the README lists them with their reasons.
 
     * model: 3 blocks; hidden width ``2 * D`` between 64 and 512 (``quick``:
-      half, at least 32; 512 bounds the cost of a step at 2048-d features); ``conditioning="mean"`` (not in the paper: the class
-      vector enters through a ridge regression of the seen class means, see
+      half, at least 32; 512 bounds the cost of a step at 2048-d features);
+      ``conditioning="mean"`` (not in the paper: the class vector enters
+      through a ridge regression of the seen class means, see
       :mod:`gsmflow_nflows.semantic_mean`; chosen on validation splits, where
       the paper's coupling conditioning overfit the few seen vectors).
     * schedule: batch ``N // 8`` between 32 and 128 (at least 8 batches an
