@@ -195,6 +195,9 @@ def with_checkpoints(function):
               help="Write the results as JSON here.")  # fmt: skip
 @click.option("--no-baselines", "no_baselines", is_flag=True, default=False,
               help="Skip the baselines (ESZSL, linear-Gaussian, seen-only, chance).")  # fmt: skip
+@click.option("--calibrate", is_flag=True,
+              help="Also report calibrated stacking (seen-score offset chosen on the validation "
+              "split; protocol final; trains one more flow).")  # fmt: skip
 @with_checkpoints
 def bench(
     dataset: str,
@@ -208,6 +211,7 @@ def bench(
     ablate: str | None,
     output: Path | None,
     no_baselines: bool,
+    calibrate: bool,
     checkpoint_dir: Path | None,
     resume: bool,
 ) -> None:
@@ -231,6 +235,7 @@ def bench(
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         resume=resume,
         baselines=not no_baselines,
+        calibrate=calibrate,
     )
     with user_errors():
         data = load_dataset(dataset, data_root=data_root)

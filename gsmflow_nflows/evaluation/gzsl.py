@@ -20,6 +20,7 @@ from torch import Tensor
 
 from gsmflow_nflows._checks import check_int, check_labels, check_matrix
 from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.evaluation.calibration import calibrated_predict
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     classifier_epochs,
@@ -49,6 +50,7 @@ def evaluate_gzsl(
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
     last_epoch_only: bool = False,
+    calibration: float = 0.0,
 ) -> list[GZSLScores]:
     """Train the GZSL classifier over ``S + U`` classes and score it after every epoch.
 
@@ -77,6 +79,8 @@ def evaluate_gzsl(
         generator: Source of the classifier's initialisation and shuffling.
         last_epoch_only: Score only after the last epoch (the ``final`` protocol);
             the list then holds one entry.
+        calibration: Calibrated stacking: subtracted from the seen classes' scores
+            before the argmax (see :mod:`gsmflow_nflows.evaluation.calibration`).
 
     Returns:
         One :class:`GZSLScores` (fractions) per classifier epoch (``epochs``, or more
@@ -135,9 +139,9 @@ def evaluate_gzsl(
             return
         scores.append(
             gzsl_scores(
-                predict(classifier, test_seen_features),
+                calibrated_predict(classifier, test_seen_features, num_seen, calibration),
                 test_seen_labels.to(device),
-                predict(classifier, test_unseen_features),
+                calibrated_predict(classifier, test_unseen_features, num_seen, calibration),
                 test_unseen_labels.to(device),
                 num_seen,
             )
@@ -255,6 +259,7 @@ def evaluate_generated(
     *,
     gzsl_generator: torch.Generator | None,
     zsl_generator: torch.Generator | None,
+    calibration: float = 0.0,
     **classifier: Any,
 ) -> tuple[list[GZSLScores], list[float]]:
     """GZSL and ZSL evaluation of generated unseen features against a dataset's test sets.
@@ -270,6 +275,7 @@ def evaluate_generated(
         generated_labels: ``[Ng]`` their labels in ``0..U-1``.
         gzsl_generator: Source of the GZSL classifier's initialisation and shuffling.
         zsl_generator: The same for the ZSL classifier.
+        calibration: Calibrated stacking offset of the GZSL classifier (T1 is not affected).
         **classifier: The classifier's settings (``lr``, ``batch_size``, ``epochs``,
             ``min_steps``, ``weight_decay``, ``last_epoch_only``, ...).
 
@@ -295,6 +301,7 @@ def evaluate_generated(
         num_seen=data.num_seen,
         num_unseen=data.num_unseen,
         generator=gzsl_generator,
+        calibration=calibration,
         **classifier,
     )
     zsl = evaluate_zsl(

@@ -28,8 +28,10 @@ import torch
 from nflows.flows.base import Flow
 
 from gsmflow_nflows.data import GZSLData
-from gsmflow_nflows.evaluation.classifier import classifier_epochs
+from gsmflow_nflows.evaluation.calibration import calibrated_predict, choose_calibration
+from gsmflow_nflows.evaluation.classifier import classifier_epochs, train_softmax_classifier
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
+from gsmflow_nflows.evaluation.metrics import gzsl_scores
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn, seeded_generator
@@ -57,6 +59,9 @@ class ProtocolResult:
     t1_epoch: int
     seconds: float
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    #: With ``calibrate``: ``{"offset", "S", "U", "H", "validation_H"}``, the offset chosen on
+    #: the validation split and the test scores it gives (T1 does not change); else ``None``.
+    calibrated: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -71,6 +76,7 @@ def evaluate_flow(
     *,
     epochs: int | None = None,
     last_epoch_only: bool = False,
+    calibration: float = 0.0,
 ) -> dict[str, Any]:
     """Generate unseen features with ``flow`` and score GZSL (S/U/H) and ZSL (T1) per epoch.
 
@@ -81,6 +87,7 @@ def evaluate_flow(
         iteration: the flow's iteration (recorded, and seeds the generation).
         epochs: classifier epochs; default ``config.evaluation.classifier_epochs``.
         last_epoch_only: score only the classifier's last epoch (protocol ``final``).
+        calibration: calibrated-stacking offset of the GZSL classifier (0: none).
 
     Returns:
         ``{"iteration", "gzsl": [{"S", "U", "H"} per scored epoch], "zsl_t1": [T1 per
@@ -107,6 +114,7 @@ def evaluate_flow(
         generated_labels,
         gzsl_generator=seeded_generator(config.seed, 6, iteration),
         zsl_generator=seeded_generator(config.seed, 7, iteration),
+        calibration=calibration,
         **common,
     )
     batch, floor = evaluation.classifier_batch_size, evaluation.classifier_min_steps
@@ -119,6 +127,48 @@ def evaluate_flow(
         "gzsl_epochs": classifier_epochs(data.num_train + num_generated, batch, epochs, floor),
         "zsl_epochs": classifier_epochs(num_generated, batch, epochs, floor),
     }
+
+
+def choose_val_calibration(flow: Flow, val_data: GZSLData, config: GSMFlowConfig) -> dict:
+    """Calibrated stacking's offset, chosen on the validation split with a flow trained there.
+
+    Generates the validation-unseen classes with ``flow`` (trained on ``train_loc``),
+    trains the GZSL classifier as every evaluation does (last epoch) and picks the
+    offset maximising validation H (:func:`choose_calibration`). The test set is not read.
+
+    Returns:
+        ``{"offset", "validation_H", "validation_H_uncalibrated"}``.
+    """
+    evaluation = config.evaluation
+    device = next(flow.parameters()).device
+    generated, labels = generate_features(
+        flow,
+        val_data.unseen_embeddings.to(device),
+        evaluation.samples_per_class,
+        generator=seeded_generator(config.seed, 10),
+    )
+    classifier = train_softmax_classifier(
+        torch.cat([val_data.train_features.to(device), generated]),
+        torch.cat([val_data.train_labels.to(device), labels + val_data.num_seen]),
+        val_data.num_seen + val_data.num_unseen,
+        **evaluation.classifier_settings(),
+        generator=seeded_generator(config.seed, 11),
+    )
+    sets = {
+        "val_seen_features": val_data.test_seen_features.to(device),
+        "val_seen_labels": val_data.test_seen_labels,
+        "val_unseen_features": val_data.test_unseen_features.to(device),
+        "val_unseen_labels": val_data.test_unseen_labels,
+    }
+    offset, scores = choose_calibration(classifier, **sets, num_seen=val_data.num_seen)
+    plain = gzsl_scores(
+        calibrated_predict(classifier, sets["val_seen_features"], val_data.num_seen),
+        sets["val_seen_labels"].to(device),
+        calibrated_predict(classifier, sets["val_unseen_features"], val_data.num_seen),
+        sets["val_unseen_labels"].to(device),
+        val_data.num_seen,
+    )
+    return {"offset": offset, "validation_H": scores.H, "validation_H_uncalibrated": plain.H}
 
 
 def _best(records: list[dict[str, Any]]) -> tuple[dict[str, Any], int, dict[str, Any], int]:
@@ -157,6 +207,7 @@ def run_protocol(
     checkpoint_every: int = 1000,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    calibrate: bool = False,
 ) -> ProtocolResult:
     """Train and evaluate one seed under ``protocol`` (see the module docstring).
 
@@ -170,12 +221,21 @@ def run_protocol(
         checkpoint_every: iterations between checkpoints.
         resume: continue interrupted runs from their checkpoints.
         progress: progress callback passed to the trainer.
+        calibrate: also report calibrated stacking (protocol ``final`` only): a flow
+            trained on the validation split chooses the offset
+            (:func:`choose_val_calibration`), then the test classifier is scored
+            with it; ``ProtocolResult.calibrated`` holds the result.
 
     Returns:
         The :class:`ProtocolResult`.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
+    if calibrate and protocol != "final":
+        raise ValueError(
+            f"calibrated stacking is offered with protocol 'final' only, not {protocol!r}; "
+            "drop --calibrate or use --protocol final."
+        )
     started = time.perf_counter()
 
     def trainer_for(data: GZSLData, tag: str) -> GSMFlowTrainer:
@@ -215,9 +275,28 @@ def run_protocol(
         record = evaluate_flow(
             flow, test_data, config, trainer.total_iterations, last_epoch_only=True
         )
-        final = result(record, 0, record, 0, [record])
+        final = dataclasses.replace(
+            result(record, 0, record, 0, [record]),
+            classifier_epoch=record["gzsl_epochs"],
+            t1_epoch=record["zsl_epochs"],
+        )
+        if not calibrate:
+            return final
+        val_data = load_data("val")
+        val_flow = trainer_for(val_data, "val").fit(resume=resume, progress=progress)
+        chosen = choose_val_calibration(val_flow, val_data, config)
+        calibrated = evaluate_flow(
+            flow,
+            test_data,
+            config,
+            trainer.total_iterations,
+            last_epoch_only=True,
+            calibration=chosen["offset"],
+        )
         return dataclasses.replace(
-            final, classifier_epoch=record["gzsl_epochs"], t1_epoch=record["zsl_epochs"]
+            final,
+            calibrated={**chosen, **calibrated["gzsl"][0]},
+            seconds=time.perf_counter() - started,
         )
 
     def fit_with_evaluations(data: GZSLData, tag: str) -> GSMFlowTrainer:
