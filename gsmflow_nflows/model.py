@@ -152,6 +152,7 @@ def build_gsmflow(
     relative_positioning: bool = True,
     conditioning: str = "couplings",
     semantic_mean: tuple[Tensor, Tensor] | None = None,
+    known_means: tuple[Tensor, Tensor] | None = None,
 ) -> Flow:
     """Build the paper's conditional flow ``p(x | a)`` as an nflows ``Flow``.
 
@@ -189,6 +190,10 @@ def build_gsmflow(
         semantic_mean: ``(W [A, D], b [D])`` of the shift (e.g. from
             :func:`~gsmflow_nflows.semantic_mean.fit_ridge_map` on the seen class
             means); default zeros (a placeholder a saved state fills in).
+        known_means: ``(vectors [K, A], means [K, D])``: classes whose mean is their
+            empirical one instead of the linear map's (the seen classes); default
+            none, or K = S zeros placeholders when loading a saved state of ``S``
+            known classes is intended (pass zeros of the right shape).
 
     Returns:
         An ``nflows.flows.Flow``.
@@ -213,8 +218,8 @@ def build_gsmflow(
     check_matrix("class_embeddings", class_embeddings)
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"Expected conditioning in {CONDITIONINGS}, got {conditioning!r}.")
-    if semantic_mean is not None and conditioning != "mean":
-        raise ValueError("semantic_mean is used only with conditioning='mean'.")
+    if (semantic_mean is not None or known_means is not None) and conditioning != "mean":
+        raise ValueError("semantic_mean and known_means are used only with conditioning='mean'.")
 
     groups = ContextGroups()
     layers: list[Transform] = []
@@ -228,7 +233,15 @@ def build_gsmflow(
                 f"Expected semantic_mean of shapes ({dim}, {features}) and ({features},), "
                 f"got {tuple(weight.shape)} and {tuple(bias.shape)}."
             )
-        layers.append(SemanticShiftTransform(weight.to(torch.float32), bias.to(torch.float32)))
+        vectors, means = known_means if known_means is not None else (None, None)
+        layers.append(
+            SemanticShiftTransform(
+                weight.to(torch.float32),
+                bias.to(torch.float32),
+                known_vectors=vectors,
+                known_means=means.to(torch.float32) if means is not None else None,
+            )
+        )
         encoder: nn.Module = nn.Identity()
         context_features = 0
     elif relative_positioning:

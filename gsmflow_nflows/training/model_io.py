@@ -73,6 +73,15 @@ def load_model(
         permutation=config.model.permutation,
         relative_positioning=config.model.relative_positioning,
         conditioning=config.model.conditioning,
+        # placeholders of the saved shapes; load_state_dict fills them in
+        known_means=(
+            (
+                state["seen_embeddings"],
+                torch.zeros(len(state["seen_embeddings"]), state["feature_dim"]),
+            )
+            if config.model.conditioning == "mean"
+            else None
+        ),
     )
     try:
         flow.load_state_dict(state["flow"])

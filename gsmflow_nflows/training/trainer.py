@@ -187,10 +187,11 @@ class GSMFlowTrainer:
         """A freshly initialised flow for this config and dataset, on the trainer's device."""
         model, data = self.config.model, self.data
         all_embeddings = torch.cat([data.seen_embeddings, data.unseen_embeddings])
-        semantic_mean = None
+        semantic_mean = known = None
         if model.conditioning == "mean":  # fitted on the real training features, before mining
             means = class_means(data.train_features.double(), data.train_labels, data.num_seen)
             semantic_mean = fit_ridge_map(data.seen_embeddings, means, alpha=model.mean_ridge_alpha)
+            known = (data.seen_embeddings, means)
         flow = build_gsmflow(
             data.feature_dim,
             all_embeddings,
@@ -202,6 +203,7 @@ class GSMFlowTrainer:
             relative_positioning=model.relative_positioning,
             conditioning=model.conditioning,
             semantic_mean=semantic_mean,
+            known_means=known,
             generator=seeded_generator(self.config.seed, 3),
         )
         return flow.to(self.device)
