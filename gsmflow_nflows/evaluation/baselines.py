@@ -39,6 +39,7 @@ from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifi
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
 from gsmflow_nflows.losses import class_means
+from gsmflow_nflows.semantic_mean import fit_ridge_map
 from gsmflow_nflows.training.config import EvaluationConfig
 from gsmflow_nflows.training.trainer import seeded_generator
 
@@ -242,22 +243,11 @@ def ridge_unseen_means(
         >>> ridge_unseen_means(a, 2 * a, torch.tensor([[3.0]]), alpha=1e-9).round().tolist()
         [[6.0]]
     """
-    seen_means = check_matrix("seen_means", seen_means)
-    seen_embeddings = check_matrix("seen_embeddings", seen_embeddings, rows=seen_means.shape[0])
     unseen_embeddings = check_matrix(
         "unseen_embeddings", unseen_embeddings, columns=seen_embeddings.shape[1]
     )
-    alpha = check_positive("alpha", alpha)
-    out_device = seen_means.device
-    device = _solve_device(out_device)
-    a = seen_embeddings.to(device, torch.float64)
-    m = seen_means.to(device, torch.float64)
-    a_mean, m_mean = a.mean(dim=0), m.mean(dim=0)
-    a_c, m_c = a - a_mean, m - m_mean
-    eye = torch.eye(a.shape[1], dtype=torch.float64, device=device)
-    weights = torch.linalg.solve(a_c.T @ a_c + alpha * eye, a_c.T @ m_c)  # [A, D]
-    unseen = unseen_embeddings.to(device, torch.float64)
-    return ((unseen - a_mean) @ weights + m_mean).to(out_device)
+    weight, bias = fit_ridge_map(seen_embeddings, seen_means, alpha=alpha)
+    return unseen_embeddings.to(weight.device, torch.float64) @ weight + bias
 
 
 def linear_gaussian_features(
