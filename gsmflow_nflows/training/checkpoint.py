@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path, *, expect: dict[str, Any]) -> dict[str, An
     """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt file
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(error).__name__}); "

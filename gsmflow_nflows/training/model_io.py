@@ -54,7 +54,7 @@ def load_model(
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file; train one with `gsmflow train`.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"{path}: not a readable model file ({type(error).__name__})."
