@@ -304,7 +304,11 @@ class GSMFlowTrainer:
             )
 
         flow.train()
-        while iteration < self.total_iterations:
+        end = (
+            self.total_iterations if stop_after is None else min(stop_after, self.total_iterations)
+        )
+        # Checked before a step: resuming a run that already reached its end is a no-op.
+        while iteration < end:
             if position + batch > order.shape[0]:  # a new pass over the (augmented) set
                 order = torch.randperm(features.shape[0], generator=generator).to(device)
                 position = 0

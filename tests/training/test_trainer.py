@@ -214,3 +214,23 @@ def test_iterations_are_floor_n_over_batch_times_epochs(tiny_data):
         assert trainer.total_iterations == (40 // batch) * epochs
     capped = tiny_config(training={"max_iterations": 6})
     assert GSMFlowTrainer(capped, tiny_data, device="cpu").total_iterations == 6
+
+
+def test_resuming_a_run_that_reached_its_stop_is_a_no_op(tiny_data, tmp_path):
+    """fit(stop_after=k, resume=True) twice stays at k; a finished run resumed stays finished."""
+    path = tmp_path / "run.pt"
+    trainer = GSMFlowTrainer(tiny_config(), tiny_data, checkpoint_path=path, checkpoint_every=1)
+    first = {k: v.clone() for k, v in trainer.fit(stop_after=7).state_dict().items()}
+    for _ in range(2):
+        again = GSMFlowTrainer(tiny_config(), tiny_data, checkpoint_path=path, checkpoint_every=1)
+        flow = again.fit(stop_after=7, resume=True)
+        assert torch.load(path, weights_only=True)["iteration"] == 7
+        for key, value in flow.state_dict().items():
+            assert torch.equal(value, first[key]), key
+    done = GSMFlowTrainer(tiny_config(), tiny_data, checkpoint_path=path, checkpoint_every=1)
+    finished = {k: v.clone() for k, v in done.fit(resume=True).state_dict().items()}
+    total = done.total_iterations
+    again = GSMFlowTrainer(tiny_config(), tiny_data, checkpoint_path=path, checkpoint_every=1)
+    flow = again.fit(resume=True)
+    assert torch.load(path, weights_only=True)["iteration"] == total
+    assert all(torch.equal(v, finished[k]) for k, v in flow.state_dict().items())
