@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +119,28 @@ class GZSLData:
             if isinstance(value := getattr(self, field.name), Tensor)
         }
         return dataclasses.replace(self, **moved)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every array and name of the dataset: same value, same data.
+
+        Checkpoints store it, so a resume on other data with the same name and sizes is
+        refused instead of silently mixing two datasets.
+
+        Example:
+            >>> data.fingerprint()[:12]  # doctest: +SKIP
+            '3f9a0c...'
+        """
+        digest = hashlib.sha256()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            digest.update(field.name.encode())
+            if isinstance(value, Tensor):
+                array = value.detach().cpu().contiguous()
+                digest.update(f"{array.dtype}{tuple(array.shape)}".encode())
+                digest.update(array.numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
+        return digest.hexdigest()
 
     @property
     def feature_dim(self) -> int:

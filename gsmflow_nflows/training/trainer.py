@@ -179,6 +179,7 @@ class GSMFlowTrainer:
                 "embedding_dim": data.embedding_dim,
                 "seen": data.num_seen,
                 "unseen": data.num_unseen,
+                "fingerprint": data.fingerprint(),
             },
             "precision": self.precision,
         }

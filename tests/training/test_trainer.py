@@ -234,3 +234,21 @@ def test_resuming_a_run_that_reached_its_stop_is_a_no_op(tiny_data, tmp_path):
     flow = again.fit(resume=True)
     assert torch.load(path, weights_only=True)["iteration"] == total
     assert all(torch.equal(v, finished[k]) for k, v in flow.state_dict().items())
+
+
+def test_checkpoint_of_other_data_with_the_same_name_and_sizes_is_refused(
+    tiny_data, checkpoint_of_seed0
+):
+    import dataclasses
+
+    changed = dataclasses.replace(tiny_data, train_features=tiny_data.train_features.flip(0))
+    assert changed.num_train == tiny_data.num_train and changed.name == tiny_data.name
+    trainer = GSMFlowTrainer(
+        tiny_config(seed=0), changed, device="cpu", checkpoint_path=checkpoint_of_seed0
+    )
+    with pytest.raises(CheckpointError, match="different dataset"):
+        trainer.fit(resume=True)
+    # the unchanged data resumes from the same file
+    GSMFlowTrainer(
+        tiny_config(seed=0), tiny_data, device="cpu", checkpoint_path=checkpoint_of_seed0
+    ).fit(resume=True)
