@@ -30,6 +30,11 @@ from gsmflow_nflows._checks import check_matrix, check_positive, check_same_batc
 __all__ = ["SemanticShiftTransform", "fit_ridge_map"]
 
 
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 solves run: ``device``, or the CPU on MPS (which has no float64)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def fit_ridge_map(
     embeddings: Tensor, targets: Tensor, *, alpha: float = 1.0
 ) -> tuple[Tensor, Tensor]:
@@ -56,7 +61,7 @@ def fit_ridge_map(
     embeddings = check_matrix("embeddings", embeddings, rows=targets.shape[0])
     alpha = check_positive("alpha", alpha)
     device = targets.device
-    solve_device = device if device.type != "mps" else torch.device("cpu")  # no float64 on MPS
+    solve_device = float64_device(device)
     a = embeddings.to(solve_device, torch.float64)
     t = targets.to(solve_device, torch.float64)
     a_mean, t_mean = a.mean(dim=0), t.mean(dim=0)

@@ -39,7 +39,7 @@ from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifi
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
 from gsmflow_nflows.losses import class_means
-from gsmflow_nflows.semantic_mean import fit_ridge_map
+from gsmflow_nflows.semantic_mean import fit_ridge_map, float64_device
 from gsmflow_nflows.training.config import EvaluationConfig
 from gsmflow_nflows.training.trainer import seeded_generator
 
@@ -76,11 +76,6 @@ def _check_generator(generator: object) -> torch.Generator:
             f"Expected generator to be a torch.Generator, got {type(generator).__name__}."
         )
     return generator
-
-
-def _solve_device(device: torch.device) -> torch.device:
-    """Where float64 solves run: ``device``, or the CPU on MPS (which has no float64)."""
-    return torch.device("cpu") if device.type == "mps" else device
 
 
 def fit_eszsl(
@@ -129,7 +124,7 @@ def fit_eszsl(
     lam = check_positive("lam", lam)
     if features.shape[0] == 0:
         raise ValueError("Expected at least one training sample, got 0.")
-    device = _solve_device(features.device)
+    device = float64_device(features.device)
     x = features.to(device, torch.float64)  # [N, D] = X^T
     e = embeddings.to(device, torch.float64)  # [S, A] = Sig^T
     y = torch.full((x.shape[0], num_classes), -1.0, dtype=torch.float64, device=device)
