@@ -61,6 +61,11 @@ def download(dataset: str, root: Path | None, url: str | None, force: bool) -> N
     except DatasetError as exc:
         bar.close()
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # a local failure the library did not word (it words the known ones)
+        bar.close()
+        raise click.ClickException(
+            f"{dataset}: {exc}; check the data root (--root) and free disk space"
+        ) from None
     bar.close()
     click.echo(f"{dataset.lower()}: ready in {folder}")
 

@@ -6,6 +6,11 @@ previous transfer was cut and the server allows it), renamed when complete, then
 requested dataset's folder is extracted into a temporary folder, checked and renamed into
 place. Archives are kept in ``.downloads`` so that the other xlsa17 datasets need no second
 transfer.
+
+Every failure is one DatasetError line. The cached archive is deleted when it is the cause
+(corrupt, unsafe, unsupported or of the wrong layout, so that a rerun downloads it again) and
+kept when the local side is (a full disk or an unwritable folder, so that a rerun needs no
+new transfer); partly extracted files are always removed.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import numpy as np
 import scipy.io
 
 from gsmflow_nflows.data.errors import DatasetError
 from gsmflow_nflows.data.registry import KNOWN_DATASETS, default_data_root
-from gsmflow_nflows.data.validation import read_mat
+from gsmflow_nflows.data.validation import index_vector, read_mat
 from gsmflow_nflows.data.xlsa17 import FEATURES_FILE
 
 __all__ = ["ProgressCallback", "download_dataset"]
@@ -48,6 +54,25 @@ def _archive_path(cache: Path, url: str) -> Path:
 
 class _Interrupted(DatasetError):
     """A transfer cut mid-way; the partial file is kept for resuming."""
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device: /path``: an OSError in words, without the errno prefix."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{what}: {exc.filename}" if exc.filename else what
+
+
+def _make_dirs(path: Path, root: Path) -> None:
+    """Create ``path`` (inside the data root ``root``), or say in one line why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else _reason(exc)
+        raise DatasetError(
+            f"{root}: cannot use it as the data root ({why}); pass --root (root=) a folder "
+            f"path you can write to"
+        ) from exc
 
 
 def _fetch(
@@ -100,23 +125,29 @@ def _fetch(
         else:  # 200: the server ignored the range (or there was none): start over
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(part, mode) as out:
                 if progress is not None:
                     progress(done, total)
                 while True:
-                    chunk = response.read(_CHUNK)
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, ValueError, http.client.HTTPException) as exc:  # cut, reset
+                        raise _Interrupted(
+                            f"download of {url} interrupted after {done} bytes "
+                            f"({type(exc).__name__}); run the same command again to resume "
+                            f"from {part}"
+                        ) from exc
                     if not chunk:
                         break
                     out.write(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # cut, reset, timeout
+        except OSError as exc:  # the local side: full disk, unwritable folder
             raise _Interrupted(
-                f"download of {url} interrupted after {done} bytes ({type(exc).__name__}); "
-                f"run the same command again to resume from {part}"
+                f"cannot write {part} ({_reason(exc)}) after {done} bytes; free disk space "
+                f"there and run the same command again to resume"
             ) from exc
     if total is not None and done != total:
         raise _Interrupted(
@@ -180,12 +211,39 @@ def _check_layout(folder: Path, label: str) -> None:
     for key in ("att", "trainval_loc", "test_seen_loc", "test_unseen_loc"):
         if key not in mat:
             raise DatasetError(f"{label}: att_splits.mat lacks {key!r}; check the URL")
-        if key != "att" and np.asarray(mat[key]).max() > n:
-            raise DatasetError(f"{label}: {key} points past the {n} images; check the URL")
+        if key == "att":
+            continue
+        try:  # empty, non-integer, 0-based, out-of-range or repeated indices
+            index_vector(mat, key, Path(label) / splits.name, length=n, what="the images")
+        except DatasetError as exc:
+            raise DatasetError(f"{exc}; the archive is refused (deleted), check the URL") from exc
+
+
+def _copy_member(src: IO[bytes], out: Path) -> None:
+    """Write an opened member to ``out``.
+
+    A failed read is the archive's fault and raises ``zipfile.BadZipFile`` (or zlib's and
+    EOF errors, as zipfile does); a failed write (full disk, unwritable folder) is the local
+    side's and raises ``OSError``.
+    """
+    with open(out, "wb") as dst:
+        while True:
+            try:
+                chunk = src.read(_CHUNK)
+            except OSError as exc:
+                raise zipfile.BadZipFile(f"unreadable member ({exc})") from exc
+            if not chunk:
+                break
+            dst.write(chunk)
 
 
 def _extract(archive: Path, folder: str, target: Path) -> None:
-    """Extract the archive's ``<folder>/`` (at any depth) into ``target`` atomically."""
+    """Extract the archive's ``<folder>/`` (at any depth) into ``target`` atomically.
+
+    Partly extracted files are always removed. The archive is deleted when it is the cause
+    (corrupt data, unsafe member, unsupported compression or encryption, wrong layout) and
+    kept when the local side is (an OSError while writing: full disk, unwritable folder).
+    """
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [(m, _member_parts(m, archive)) for m in zf.infolist()]
@@ -217,8 +275,8 @@ def _extract(archive: Path, folder: str, target: Path) -> None:
                             f"folder; refusing the archive (deleted), check the URL"
                         )
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, _CHUNK)
+                    with zf.open(member) as src:
+                        _copy_member(src, out)
                 _check_layout(tmp, f"{archive.name}:{'/'.join(prefix)}")
                 if target.exists():
                     shutil.rmtree(target)
@@ -230,9 +288,21 @@ def _extract(archive: Path, folder: str, target: Path) -> None:
         raise DatasetError(
             f"{archive.name}: corrupt zip archive ({exc}) (deleted); run the same command again"
         ) from exc
+    except RuntimeError as exc:  # NotImplementedError: unsupported compression; encryption
+        archive.unlink(missing_ok=True)
+        raise DatasetError(
+            f"{archive.name}: Python's zipfile cannot extract it ({exc}) (deleted); unpack it "
+            f"by hand and copy its {folder} folder (res101.mat, att_splits.mat) to {target}"
+        ) from exc
     except DatasetError:
         archive.unlink(missing_ok=True)
         raise
+    except OSError as exc:  # the local side: full disk, read-only or unwritable folder
+        raise DatasetError(
+            f"cannot extract {folder} into {target.parent} ({_reason(exc)}); partly extracted "
+            f"files removed, the downloaded {archive} kept: free disk space or fix permissions "
+            f"and run the same command again"
+        ) from exc
 
 
 def download_dataset(
@@ -253,8 +323,11 @@ def download_dataset(
     server supports it, else restarted; size and SHA-256 are checked when known; only the
     dataset's folder is extracted, into a temporary folder that is checked (files, keys, index
     ranges) and then renamed to ``<root>/<FOLDER>``; any member that could escape the target
-    (absolute, ``..``, symlink) makes the whole archive refused. On any failure except an
-    interrupted transfer nothing is left behind; an interrupted transfer keeps its ``.part``.
+    (absolute, ``..``, symlink) makes the whole archive refused. On any failure nothing
+    extracted is left behind; the cached archive is deleted when it is the cause (corrupt,
+    unsafe, unsupported, wrong layout or index vectors, checksum mismatch) and kept when the
+    local side is (full disk, unwritable folder: a rerun extracts it without a new transfer);
+    an interrupted transfer, or one stopped by a full disk, keeps its ``.part`` for resuming.
 
     Args:
         name: Known dataset name (``apy``, ``awa1``, ``awa2``, ``cub``, ``sun``, ``flo``).
@@ -273,7 +346,9 @@ def download_dataset(
 
     Raises:
         DatasetError: Unknown name, unreachable server (offline), HTTP error, interrupted or
-            unverifiable transfer, corrupt or unsafe archive, wrong layout.
+            unverifiable transfer, corrupt or unsafe archive, wrong layout or empty or bad
+            index vectors, a data root that cannot be created (e.g. under a file), a full disk
+            or unwritable folder.
 
     Example:
         >>> download_dataset("apy", root="/data/gsmflow")  # doctest: +SKIP
@@ -297,11 +372,15 @@ def download_dataset(
         f"without network access, fetch {source} on another machine and copy its folder "
         f"{info.folder} (res101.mat, att_splits.mat) to {target}"
     )
+    if target.exists() and not target.is_dir():
+        raise DatasetError(
+            f"{target}: a file is in the way of the dataset folder; move it away and run again"
+        )
     cache = root_dir / _DOWNLOADS
     archive = _archive_path(cache, source)
     try:
         if not archive.is_file():
-            cache.mkdir(parents=True, exist_ok=True)
+            _make_dirs(cache, root_dir)
             _fetch(source, archive, progress=progress, timeout=timeout, offline_hint=offline_hint)
             _verify_archive(archive, size=size, sha256=sha256 or info.sha256)
         _extract(archive, info.folder, target)

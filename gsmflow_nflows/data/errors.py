@@ -13,3 +13,12 @@ class DatasetError(ValueError):
         ...
         gsmflow_nflows.data.errors.DatasetError: APY/res101.mat: missing key 'labels'; ...
     """
+
+
+class DatasetWarning(UserWarning):
+    """Data that loads but is degenerate (e.g. identical class vectors): one line, like errors.
+
+    Example:
+        >>> import warnings
+        >>> warnings.simplefilter("error", DatasetWarning)  # doctest: +SKIP
+    """

@@ -5,23 +5,37 @@ Every message names the file and the key, says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.io
+import torch
 
-from gsmflow_nflows.data.errors import DatasetError
+from gsmflow_nflows.data.errors import DatasetError, DatasetWarning
 
 __all__ = [
+    "MIN_CLASSES",
+    "MIN_FEATURE_DIM",
+    "check_class_count",
     "check_class_ids",
+    "check_class_vectors",
     "check_disjoint",
+    "check_feature_dim",
     "check_finite",
     "index_vector",
     "read_mat",
     "require_keys",
+    "warn_identical_class_vectors",
 ]
+
+#: Fewest classes (seen + unseen) a run can use: the relative-positioning encoder anchors the
+#: class vectors on 3 classes.
+MIN_CLASSES = 3
+#: Smallest feature dimension: an affine coupling splits the features into two non-empty halves.
+MIN_FEATURE_DIM = 2
 
 
 def _short(path: Path) -> str:
@@ -51,6 +65,11 @@ def read_mat(
         names = list(variable_names) if variable_names is not None else None
         mat = scipy.io.loadmat(str(path), variable_names=names)
     except Exception as exc:  # scipy raises many types for truncated or foreign files
+        if isinstance(exc, NotImplementedError) and "7.3" in str(exc):  # an HDF5 file
+            raise DatasetError(
+                f"{path}: a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it as v7: "
+                f"in MATLAB save(file, ..., '-v7'), or in Python scipy.io.savemat(file, data)"
+            ) from exc
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DatasetError(f"{path}: not a readable MATLAB file ({reason}); {fix}") from exc
     return {k: v for k, v in mat.items() if not k.startswith("__")}
@@ -150,22 +169,137 @@ def check_disjoint(
         )
 
 
-def check_finite(values: np.ndarray, key: str, path: Path) -> None:
-    """Raise if an array holds NaN or infinity.
+def check_finite(
+    values: np.ndarray, key: str, path: Path, *, dtype: type[np.floating] | None = None
+) -> None:
+    """Raise if an array holds NaN or infinity, or (with ``dtype``) values that overflow it.
 
     Args:
         values: The array.
         key: Its name in the file.
         path: The file.
+        dtype: The floating type the values will be used in (e.g. ``np.float32``): a value
+            finite here but beyond its range (``1e300`` for float32) would become inf.
 
     Example:
-        >>> check_finite(np.zeros(3), "features", Path("res101.mat"))
+        >>> check_finite(np.zeros(3), "features", Path("res101.mat"), dtype=np.float32)
     """
     if not np.all(np.isfinite(values)):
         bad = np.argwhere(~np.isfinite(values))[0]
         raise DatasetError(
             f"{path}: key {key!r} contains NaN or inf (first at {tuple(int(i) for i in bad)}); "
             f"recompute or impute those entries"
+        )
+    if dtype is None or values.dtype.kind not in "iuf" or values.size == 0:
+        return
+    limit = float(np.finfo(dtype).max)
+    if float(np.max(np.abs(values))) > limit:
+        bad = np.argwhere(np.abs(values) > limit)[0]
+        first = float(values[tuple(bad)])
+        raise DatasetError(
+            f"{path}: key {key!r} holds {first:.3g} (first at {tuple(int(i) for i in bad)}), "
+            f"beyond the {np.dtype(dtype).name} range (|x| <= {limit:.3g}) it is used in, where "
+            f"it would become inf; rescale {key!r} (e.g. divide it by its largest value)"
+        )
+
+
+def check_feature_dim(features: np.ndarray, key: str, path: Path) -> None:
+    """Raise if features ``[N, D]`` have fewer than ``MIN_FEATURE_DIM`` dimensions.
+
+    Args:
+        features: The features, one row per image.
+        key: Their name in the file.
+        path: The file.
+
+    Example:
+        >>> check_feature_dim(np.zeros((4, 2)), "features", Path("res101.mat"))
+    """
+    dim = features.shape[1]
+    if dim < MIN_FEATURE_DIM:
+        raise DatasetError(
+            f"{path}: key {key!r} has {dim}-d features (D x N = {dim} x {features.shape[0]}) "
+            f"but the flow needs at least {MIN_FEATURE_DIM} dimensions per image; "
+            f"store D x N features with D >= {MIN_FEATURE_DIM}"
+        )
+
+
+def check_class_vectors(att: np.ndarray, key: str, path: Path) -> None:
+    """Raise if a class vector (a column of ``att``, A x C) cannot be L2-normalised in float32.
+
+    The run compares class vectors by cosine similarity (its relative-positioning anchors), so
+    each is divided by its float32 L2 norm: an all-zero column, or one whose norm underflows to
+    0 or overflows to inf in float32, is refused.
+
+    Args:
+        att: The class vectors, one column per class, finite in float32.
+        key: Its name in the file.
+        path: The file.
+
+    Example:
+        >>> check_class_vectors(np.eye(3), "att", Path("att_splits.mat"))
+    """
+    if att.shape[1] == 0:
+        return
+    zero = np.flatnonzero(~np.any(att != 0, axis=0))
+    if zero.size:
+        c = int(zero[0]) + 1
+        more = f" (and {zero.size - 1} more)" if zero.size > 1 else ""
+        raise DatasetError(
+            f"{path}: key {key!r} column {c} (class {c}, 1-based){more} is all zero, but every "
+            f"class vector is L2-normalised; give that class its attributes or drop the class"
+        )
+    norms = torch.from_numpy(np.ascontiguousarray(att, dtype=np.float32)).norm(dim=0)
+    bad = torch.nonzero((norms == 0) | ~torch.isfinite(norms)).flatten()
+    if bad.numel():
+        c = int(bad[0]) + 1
+        raise DatasetError(
+            f"{path}: key {key!r} column {c} (class {c}, 1-based) has an L2 norm of "
+            f"{float(norms[c - 1]):g} in float32 (entries too small or too large), so it cannot "
+            f"be normalised; rescale {key!r} (e.g. L2-normalise every column)"
+        )
+
+
+def check_class_count(
+    num_seen: int, num_unseen: int, train_key: str, unseen_key: str, path: Path
+) -> None:
+    """Raise if the split uses fewer than ``MIN_CLASSES`` classes in all.
+
+    Args:
+        num_seen: Classes with images in ``train_key``.
+        num_unseen: Classes with images in ``unseen_key``.
+        train_key: Name of the training index vector (``"trainval_loc"``, ``"train_loc"``).
+        unseen_key: Name of the unseen index vector (``"test_unseen_loc"``, ``"val_loc"``).
+        path: The splits file.
+
+    Example:
+        >>> check_class_count(2, 1, "trainval_loc", "test_unseen_loc", Path("att_splits.mat"))
+    """
+    if num_seen + num_unseen < MIN_CLASSES:
+        raise DatasetError(
+            f"{path}: the split has only {num_seen + num_unseen} classes ({num_seen} seen in "
+            f"{train_key!r}, {num_unseen} unseen in {unseen_key!r}) but GSMFlow needs at least "
+            f"{MIN_CLASSES} (it anchors the class vectors on 3 classes); add classes to the split"
+        )
+
+
+def warn_identical_class_vectors(embeddings: np.ndarray, key: str, path: Path) -> None:
+    """Warn (``DatasetWarning``, one line) when all class vectors ``[C, A]`` are identical.
+
+    Args:
+        embeddings: The class vectors of the classes the run uses, one row per class.
+        key: Their name in the file.
+        path: The file.
+
+    Example:
+        >>> warn_identical_class_vectors(np.eye(3), "att", Path("att_splits.mat"))
+    """
+    if embeddings.shape[0] > 1 and np.all(embeddings == embeddings[:1]):
+        warnings.warn(
+            f"{path}: all {embeddings.shape[0]} class vectors of {key!r} used by the split are "
+            f"identical, so the classes cannot be told apart by their semantics and unseen "
+            f"accuracy will be at chance; check that {key!r} is the dataset's class matrix",
+            DatasetWarning,
+            stacklevel=3,
         )
 
 

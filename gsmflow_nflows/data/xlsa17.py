@@ -18,18 +18,28 @@ from sklearn.preprocessing import MinMaxScaler
 from gsmflow_nflows.data.errors import DatasetError
 from gsmflow_nflows.data.types import GZSLData
 from gsmflow_nflows.data.validation import (
+    check_class_count,
     check_class_ids,
+    check_class_vectors,
     check_disjoint,
+    check_feature_dim,
     check_finite,
     index_vector,
     read_mat,
     require_keys,
+    warn_identical_class_vectors,
 )
 
 __all__ = ["FEATURES_FILE", "find_dataset_dir", "load_xlsa17", "splits_file_name"]
 
 FEATURES_FILE = "res101.mat"
 _SPLITS = ("test", "val")
+#: The dtype every array of the loaded dataset is used in (GZSLData holds float32 tensors).
+_USE_DTYPE = np.float32
+#: What a user of the validation split can do instead, in Python and on the command line.
+_USE_TEST = (
+    "use the test split (split='test'; with `gsmflow bench`: no --protocol val, no --calibrate)"
+)
 
 
 def splits_file_name(semantic: str) -> str:
@@ -58,15 +68,29 @@ def find_dataset_dir(root: str | Path, dataset: str) -> Path | None:
 
     Args:
         root: Folder holding one sub-folder per dataset.
-        dataset: Dataset name, any case.
+        dataset: Dataset name, any case: a plain folder name, never a path (no ``/``, ``\\``,
+            ``..`` or leading ``.``), so that nothing outside ``root`` is read.
 
     Returns:
         The folder, or ``None`` when there is none.
+
+    Raises:
+        DatasetError: ``dataset`` is not a plain folder name.
 
     Example:
         >>> find_dataset_dir("~/.cache/gsmflow", "apy")  # doctest: +SKIP
         PosixPath('/home/me/.cache/gsmflow/APY')
     """
+    if (
+        not dataset
+        or dataset.startswith(".")
+        or any(c in dataset for c in "/\\\0")
+        or Path(dataset).name != dataset
+    ):
+        raise DatasetError(
+            f"dataset must be a plain folder name such as 'apy' or 'MYDATA', got {dataset!r}; "
+            f"put the dataset's folder directly in the data root and pass its name"
+        )
     root = Path(root).expanduser()
     exact = root / dataset
     if exact.is_dir():
@@ -114,7 +138,8 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
     if not splits_path.is_file():
         others = sorted(p.name.removesuffix("_splits.mat") for p in folder.glob("*_splits.mat"))
         hint = (
-            f"pass semantic= one of {others}"
+            f"this folder has splits files for semantic {others} (the semantic= argument); "
+            f"use one of them or copy the dataset's {splits_path.name} here"
             if others
             else "copy the dataset's att_splits.mat into this folder"
         )
@@ -136,9 +161,9 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
         p.name for p in sorted(folder.glob("*_splits.mat")) if p != splits_path and split == "val"
     ]
     loc_fix = (
-        f"use split='test', or a splits file that has it ({', '.join(alternatives)})"
+        f"{_USE_TEST}, or a splits file that has it ({', '.join(alternatives)})"
         if alternatives
-        else ("use split='test'" if split == "val" else "use the dataset's original splits file")
+        else (_USE_TEST if split == "val" else "use the dataset's original splits file")
     )
     require_keys(split_mat, ("att",), splits_path, fix="use the dataset's original splits file")
     require_keys(split_mat, loc_keys, splits_path, fix=loc_fix)
@@ -148,7 +173,8 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
         raise DatasetError(
             f"{splits_path}: key 'att' must be a numeric A x C matrix, got {att.dtype} {att.shape}"
         )
-    check_finite(att, "att", splits_path)
+    check_finite(att, "att", splits_path, dtype=_USE_DTYPE)
+    check_class_vectors(att, "att", splits_path)
     num_classes = att.shape[1]
     if "allclasses_names" in split_mat:
         n_names = np.asarray(split_mat["allclasses_names"]).size
@@ -177,7 +203,8 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
             f"{feat_path}: key 'features' has shape {features.shape} but 'labels' has {n} "
             f"entries; features must be D x N with one column per label"
         )
-    check_finite(features, "features", feat_path)
+    check_feature_dim(features, "features", feat_path)
+    check_finite(features, "features", feat_path, dtype=_USE_DTYPE)
     labels = check_class_ids(labels_raw, num_classes, "labels", feat_path)
 
     what = f"the {n} images of {FEATURES_FILE}"
@@ -265,9 +292,16 @@ def load_xlsa17(
         The dataset as CPU tensors (see ``GZSLData`` for label conventions).
 
     Raises:
-        DatasetError: Missing folder, file or key; malformed, out-of-range, 0-based or
-            overlapping index vectors; seen classes among unseen test images; feature/label
-            count mismatch; embedding columns not matching the classes; NaN/inf features.
+        DatasetError: Missing folder, file or key; a dataset name that is not a plain folder
+            name; malformed, out-of-range, 0-based, empty or overlapping index vectors; seen
+            classes among unseen test images; feature/label count mismatch; embedding columns
+            not matching the classes; features or class vectors that are NaN/inf or overflow
+            float32 (also after the scaling); an all-zero class vector (or one whose L2 norm
+            is 0 or inf in float32); features of fewer than 2 dimensions; fewer than 3
+            classes in the split.
+
+    Warns:
+        DatasetWarning: All class vectors used by the split are identical.
 
     Example:
         >>> data = load_xlsa17("~/.cache/gsmflow", "apy")  # doctest: +SKIP
@@ -307,6 +341,9 @@ def load_xlsa17(
     seen = np.unique(labels[train_idx])
     unseen = np.unique(labels[unseen_idx])
     check_disjoint(seen, unseen, train_key, unseen_key, path, unit="classes")
+    check_class_count(seen.size, unseen.size, train_key, unseen_key, path)
+    used = raw.embeddings[np.concatenate([seen, unseen])].astype(_USE_DTYPE)
+    warn_identical_class_vectors(used, "att", path)
     stray = np.setdiff1d(labels[seen_idx], seen)
     if stray.size:
         raise DatasetError(
@@ -319,6 +356,15 @@ def load_xlsa17(
     x_unseen = raw.features[unseen_idx].astype(np.float64)
     if preprocess:
         x_train, x_seen, x_unseen = _minmax(x_train, x_seen, x_unseen)
+        limit = float(np.finfo(_USE_DTYPE).max)
+        for part, x in (("test seen", x_seen), ("test unseen", x_unseen)):
+            if x.size and float(np.abs(x).max()) > limit:
+                raise DatasetError(
+                    f"{folder / FEATURES_FILE}: key 'features' of the {part} images exceeds the "
+                    f"float32 range after the min-max scaling (some feature varies very little "
+                    f"in training, a lot in test); rescale the features (in Python, "
+                    f"preprocess=False loads them unscaled)"
+                )
 
     def as_f32(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
