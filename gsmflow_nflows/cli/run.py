@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import click
 import numpy as np
 import torch
 
+from gsmflow_nflows.atomic_write import check_writable, check_writable_folder, write_with_fallback
 from gsmflow_nflows.benchmark import (
     BenchRequest,
     bench_config,
@@ -34,7 +33,11 @@ from gsmflow_nflows.training.model_io import load_model, save_model
 from gsmflow_nflows.training.presets import PRESET_KINDS
 from gsmflow_nflows.training.trainer import GSMFlowTrainer, resolve_device
 
+#: Errors shown as one ``Error:`` line (a failed write is an ``OSError``: ``WriteError``).
 USER_ERRORS = (DatasetError, CheckpointError, ValueError, OSError)
+
+#: The largest ``--seed``: torch takes up to 2**64 - 1; 32 bits also suit numpy-style seeds.
+MAX_SEED = 2**32 - 1
 
 
 @contextmanager
@@ -77,36 +80,55 @@ class ProgressLine:
                 self.stream.flush()
 
 
-def check_writable(path: Path | None) -> None:
-    """Fail now, before any work, if ``path`` cannot be written."""
-    if path is None:
-        return
-    parent = path.expanduser().resolve().parent
-    if not parent.is_dir():
-        raise click.ClickException(f"cannot write {path}: folder {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise click.ClickException(f"cannot write {path}: folder {parent} is not writable.")
-    if path.exists() and path.is_dir():
-        raise click.ClickException(f"cannot write {path}: it is a folder; give a file name.")
+def check_outputs(*files: Path | None, folder: Path | None = None) -> None:
+    """Fail now, before any work, if an output file or the checkpoint ``folder`` cannot be written.
+
+    Example:
+        >>> check_outputs(Path("/dev/null"), folder=None)
+    """
+    with user_errors():
+        for path in files:
+            if path is not None:
+                check_writable(path)
+        if folder is not None:
+            check_writable_folder(folder)
+
+
+def available_devices() -> list[str]:
+    """The devices ``--device`` accepts on this machine.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{index}" for index in range(torch.cuda.device_count()))]
+    return devices
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--device``: one of :func:`available_devices` (``cpu:0`` is ``cpu``), or ``None``."""
+    if value is None:
+        return None
+    available = available_devices()
+    try:
+        device = torch.device(value.strip())
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is not None and device.type == "cpu" and device.index in (None, 0):
+        device = torch.device("cpu")
+    if device is None or str(device) not in available:
+        raise click.BadParameter(
+            f"{value!r} is not a device available here; choose from {', '.join(available)}."
+        )
+    return str(device)
 
 
 def check_resume(resume: bool, checkpoint_dir: Path | None) -> None:
     """``--resume`` needs to know where the interrupted run saved."""
     if resume and checkpoint_dir is None:
         raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename."""
-    path = path.expanduser()
-    handle, temporary = tempfile.mkstemp(dir=path.resolve().parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _ablations(value: str | None) -> tuple[str, ...]:
@@ -142,8 +164,12 @@ preset_option = click.option(
     "'smoke': seconds, for tests (meaningless numbers).",
 )
 device_option = click.option(
-    "--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)."
+    "--device",
+    default=None,
+    callback=_device,
+    help="cpu, cuda, cuda:N (default: cuda if available, else cpu).",
 )
+seed_range = click.IntRange(0, MAX_SEED)
 ablate_option = click.option(
     "--ablate",
     default=None,
@@ -187,7 +213,7 @@ def with_checkpoints(function):
 )
 @click.option("--seeds", "num_seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of seeds: --seed, --seed+1, ...")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
+@click.option("--seed", type=seed_range, default=0, show_default=True, help="First seed.")
 @device_option
 @precision_option
 @ablate_option
@@ -221,8 +247,14 @@ def bench(
     linear-Gaussian features + the same classifier, seen-only, chance) unless
     --no-baselines.
     """
-    check_writable(output)
     check_resume(resume, checkpoint_dir)
+    if seed + num_seeds - 1 > MAX_SEED:
+        raise click.BadParameter(
+            f"--seed {seed} with --seeds {num_seeds} runs seeds up to {seed + num_seeds - 1}, "
+            f"above {MAX_SEED}; lower --seed.",
+            param_hint="--seeds",
+        )
+    check_outputs(output, folder=checkpoint_dir)
     request = BenchRequest(
         dataset=dataset,
         data_root=str(data_root) if data_root else None,
@@ -245,8 +277,8 @@ def bench(
         result = run_bench(request, progress=ProgressLine())
     click.echo(format_table(result))
     if output is not None:
-        text = json.dumps(result, indent=2)
-        write_atomically(output, lambda p: p.write_text(text))
+        with user_errors():
+            write_with_fallback(output, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {output}")
 
 
@@ -254,7 +286,7 @@ def bench(
 @dataset_option
 @data_root_option
 @preset_option
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=seed_range, default=0, show_default=True)
 @device_option
 @precision_option
 @ablate_option
@@ -276,13 +308,13 @@ def train(
     resume: bool,
 ) -> None:
     """Train GSMFlow on a dataset's trainval split and save the model."""
-    check_writable(output)
     check_resume(resume, checkpoint_dir)
+    path = checkpoint_dir / f"train-seed{seed}.pt" if checkpoint_dir else None
+    check_outputs(output, path if path and path.exists() else None, folder=checkpoint_dir)
     with user_errors():
         data = load_dataset(dataset, data_root=data_root)
         request = BenchRequest(dataset=dataset, preset=preset, ablate=_ablations(ablate))
         config = bench_config(request, data).with_seed(seed)
-        path = checkpoint_dir / f"train-seed{seed}.pt" if checkpoint_dir else None
         trainer = GSMFlowTrainer(
             config,
             data,
@@ -292,7 +324,7 @@ def train(
             checkpoint_every=checkpoint_every,
         )
         flow = trainer.fit(resume=resume, progress=ProgressLine())
-        save_model(output, flow, config, data)
+        save_model(output, flow, config, data, fallback=True)
     click.echo(f"wrote {output} ({data.name}, {trainer.total_iterations} iterations, seed {seed})")
 
 
@@ -302,7 +334,7 @@ def train(
               help="The .npz file to write.")  # fmt: skip
 @click.option("--num-per-class", type=click.IntRange(min=1), default=None,
               help="Features per unseen class (default: the model's preset).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=seed_range, default=0, show_default=True)
 @device_option
 def generate(
     model: Path, output: Path, num_per_class: int | None, seed: int, device: str | None
@@ -312,7 +344,7 @@ def generate(
     The file holds ``features`` [N, D], ``labels`` [N] (0..U-1) and ``class_ids``
     [U] (the dataset's original 0-based class ids of those labels).
     """
-    check_writable(output)
+    check_outputs(output)
     with user_errors():
         resolved = resolve_device(device)
         flow, config, meta = load_model(model, device=resolved)
@@ -324,16 +356,12 @@ def generate(
             generator=torch.Generator(device=resolved).manual_seed(seed),
         )
 
-        def write(path: Path) -> None:
-            with open(path, "wb") as stream:
-                np.savez(
-                    stream,
-                    features=features.cpu().numpy(),
-                    labels=labels.cpu().numpy(),
-                    class_ids=meta["unseen_classes"].numpy(),
-                )
-
-        write_atomically(output, write)
+        arrays = {
+            "features": features.cpu().numpy(),
+            "labels": labels.cpu().numpy(),
+            "class_ids": meta["unseen_classes"].numpy(),
+        }
+        write_with_fallback(output, lambda stream: np.savez(stream, **arrays))
     click.echo(f"wrote {output}: {features.shape[0]} features ({count} per unseen class)")
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gsmflow_nflows.atomic_write import write_atomically, write_with_fallback
 
 FORMAT = "gsmflow-checkpoint/1"
 
@@ -16,21 +16,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot continue this run (corrupt, foreign or mismatched)."""
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, fallback: bool = False) -> None:
     """Write ``state`` to ``path`` through a temporary file and an atomic rename.
 
-    A crash mid-write leaves the previous checkpoint intact, never half a file.
+    A crash, Ctrl-C or full disk mid-write leaves the previous checkpoint
+    intact, never half a file nor a temporary file; missing folders are made.
+    With ``fallback``, a failed write saves the state in the temporary folder
+    instead (see :func:`gsmflow_nflows.atomic_write.write_with_fallback`).
+
+    Raises:
+        WriteError: the write failed (an ``OSError``; torch's ``RuntimeError``
+            is turned into one); the message names the file and a fix.
+
+    Example:
+        >>> save_checkpoint("runs/ckpt.pt", {"iteration": 10})  # doctest: +SKIP
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, **state}, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    content = {"format": FORMAT, **state}
+    write = write_with_fallback if fallback else write_atomically
+    write(path, lambda stream: torch.save(content, stream), make_parents=True)
 
 
 def load_checkpoint(path: str | Path, *, expect: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,13 @@ from gsmflow_nflows.training.config import GSMFlowConfig
 MODEL_FORMAT = "gsmflow-model/1"
 
 
-def save_model(path: str | Path, flow: Flow, config: GSMFlowConfig, data: GZSLData) -> None:
+def save_model(
+    path: str | Path, flow: Flow, config: GSMFlowConfig, data: GZSLData, *, fallback: bool = False
+) -> None:
     """Write the flow's weights, its config and the dataset's class vectors (atomic write).
+
+    With ``fallback``, a failed write keeps the model in the temporary folder and
+    the ``WriteError`` says where (:func:`~gsmflow_nflows.atomic_write.write_with_fallback`).
 
     Example:
         >>> save_model("apy.pt", flow, config, data)  # doctest: +SKIP
@@ -35,6 +40,7 @@ def save_model(path: str | Path, flow: Flow, config: GSMFlowConfig, data: GZSLDa
             "unseen_classes": data.unseen_classes.cpu(),
             "flow": {k: v.cpu() for k, v in flow.state_dict().items()},
         },
+        fallback=fallback,
     )
 
 
