@@ -153,6 +153,8 @@ def build_gsmflow(
     conditioning: str = "couplings",
     semantic_mean: tuple[Tensor, Tensor] | None = None,
     known_means: tuple[Tensor, Tensor] | None = None,
+    semantic_scale: Tensor | None = None,
+    semantic_shrinkage: float = 0.0,
 ) -> Flow:
     """Build the paper's conditional flow ``p(x | a)`` as an nflows ``Flow``.
 
@@ -194,6 +196,13 @@ def build_gsmflow(
             empirical one instead of the linear map's (the seen classes); default
             none, or K = S zeros placeholders when loading a saved state of ``S``
             known classes is intended (pass zeros of the right shape).
+        semantic_scale: ``[D]`` positive units of the residual ``(x - mu(a)) /
+            sigma`` (e.g. :func:`~gsmflow_nflows.semantic_mean.residual_scale`);
+            default ones.
+        semantic_shrinkage: ``lambda`` in [0, 1] with which samples of classes
+            without an empirical mean blend the flow's residual with Gaussian
+            noise (e.g. :func:`~gsmflow_nflows.semantic_mean.residual_shrinkage`;
+            see :func:`generate_features`); default 0.
 
     Returns:
         An ``nflows.flows.Flow``.
@@ -218,8 +227,11 @@ def build_gsmflow(
     check_matrix("class_embeddings", class_embeddings)
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"Expected conditioning in {CONDITIONINGS}, got {conditioning!r}.")
-    if (semantic_mean is not None or known_means is not None) and conditioning != "mean":
-        raise ValueError("semantic_mean and known_means are used only with conditioning='mean'.")
+    unused = semantic_mean is known_means is semantic_scale is None and semantic_shrinkage == 0
+    if conditioning != "mean" and not unused:
+        raise ValueError(
+            "semantic_mean, known_means and semantic_scale are used only with conditioning='mean'."
+        )
 
     groups = ContextGroups()
     layers: list[Transform] = []
@@ -240,6 +252,8 @@ def build_gsmflow(
                 bias.to(torch.float32),
                 known_vectors=vectors,
                 known_means=means.to(torch.float32) if means is not None else None,
+                scale=semantic_scale.to(torch.float32) if semantic_scale is not None else None,
+                shrinkage=semantic_shrinkage,
             )
         )
         encoder: nn.Module = nn.Identity()
@@ -275,6 +289,7 @@ def generate_features(
     *,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    centre: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample ``num_per_class`` features for each class from a trained flow.
 
@@ -282,6 +297,12 @@ def generate_features(
     embedding, in batches of ``batch_size`` rows (each batch holds one class, so
     the per-class part of the coupling nets is computed once per batch).
     Runs under ``torch.inference_mode``; device and dtype follow the flow.
+
+    A flow with a semantic mean and a ``shrinkage`` ``lambda > 0`` (see
+    :class:`~gsmflow_nflows.semantic_mean.SemanticShiftTransform`) blends
+    the residual of classes without an empirical mean (the unseen ones) with
+    independent per-dimension Gaussian noise, drawn from ``generator`` after
+    all ``z``: ``mu + sqrt(1 - lambda) (x - mu) + sqrt(lambda) sigma eps``.
 
     Args:
         flow: a flow from :func:`build_gsmflow` (or any nflows ``Flow`` whose
@@ -291,6 +312,14 @@ def generate_features(
         batch_size: rows per inverse pass; default ``min(num_per_class, 4096)``.
         generator: random source for ``z``. On another device than the flow, the
             noise is drawn there and copied over.
+        centre: after the blend below, shift each class's samples so that their mean is the flow's
+            semantic mean ``mu(a)`` exactly (a flow with ``conditioning="mean"``
+            only). ``None`` (default): centre when the flow has a semantic mean
+            and ``num_per_class >= 2``. The class mean is all such a flow knows
+            of an unseen class; a residual whose sample mean drifted from 0
+            during training (it did, by up to one within-class standard
+            deviation, differently per seed) would move every unseen class the
+            same way, towards or into the seen ones.
 
     Returns:
         ``(features [C * num_per_class, D], labels [C * num_per_class])`` with
@@ -327,5 +356,30 @@ def generate_features(
                 context = contexts[index : index + 1].expand(rows, -1)
                 output[row : row + rows] = flow._transform.inverse(noise, context=context)[0]
                 row += rows
+        shift = _semantic_shift(flow)
+        if shift is not None and float(shift.shrinkage) > 0:
+            noise = torch.randn(
+                output.shape, generator=generator, device=noise_device, dtype=dtype
+            ).to(device)
+            grouped = output.view(num_classes, num_per_class, features)
+            output = shift.blend(grouped, class_embeddings, noise.view_as(grouped))
+            output = output.reshape(num_classes * num_per_class, features)
+        if centre is None:
+            centre = shift is not None and num_per_class >= 2
+        if centre:
+            if shift is None:
+                raise ValueError(
+                    "centre=True needs a flow with a semantic mean (conditioning='mean')."
+                )
+            grouped = output.view(num_classes, num_per_class, features)
+            target = shift.mean(class_embeddings).to(dtype)
+            grouped += (target - grouped.mean(dim=1)).unsqueeze(1)
     labels = torch.arange(num_classes, device=device).repeat_interleave(num_per_class)
     return output, labels
+
+
+def _semantic_shift(flow: Flow) -> SemanticShiftTransform | None:
+    """The flow's :class:`SemanticShiftTransform` (its first transform), if it has one."""
+    transforms = getattr(flow._transform, "_transforms", [flow._transform])
+    first = transforms[0] if len(transforms) else None
+    return first if isinstance(first, SemanticShiftTransform) else None

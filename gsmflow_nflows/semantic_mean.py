@@ -27,7 +27,13 @@ from torch import Tensor
 
 from gsmflow_nflows._checks import check_matrix, check_positive, check_same_batch
 
-__all__ = ["SemanticShiftTransform", "fit_ridge_map"]
+__all__ = [
+    "SemanticShiftTransform",
+    "fit_ridge_map",
+    "pooled_within_class_std",
+    "residual_scale",
+    "residual_shrinkage",
+]
 
 
 def float64_device(device: torch.device) -> torch.device:
@@ -72,8 +78,149 @@ def fit_ridge_map(
     return weight.to(device), bias.to(device)
 
 
+def pooled_within_class_std(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Per-dimension pooled within-class standard deviation, in float64.
+
+    ``sqrt(sum_i (x_i - mean_{y_i})^2 / (N - C))`` per dimension: the deviations
+    of every sample from its own class mean, pooled over classes (``N - C``
+    degrees of freedom; ``N`` when ``N == C``).
+
+    Args:
+        features: Features ``[N, D]``.
+        labels: Their classes ``[N]`` in ``0..num_classes-1``; every class must occur.
+        num_classes: ``C``.
+
+    Returns:
+        ``[D]`` float64 standard deviations, on the features' device.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [2.0], [4.0], [6.0]])
+        >>> pooled_within_class_std(x, torch.tensor([0, 0, 1, 1]), 2).tolist()  # sqrt(4 / 2)
+        [1.4142135623730951]
+    """
+    x = features.to(float64_device(features.device), torch.float64)
+    labels = labels.to(x.device).long()
+    sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device)
+    sums.index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(x.dtype)
+    deviations = x - (sums / counts[:, None])[labels]
+    dof = x.shape[0] - num_classes
+    dof = dof if dof > 0 else x.shape[0]
+    return (deviations.square().sum(dim=0) / dof).sqrt().to(features.device)
+
+
+def residual_scale(
+    features: Tensor, labels: Tensor, num_classes: int, *, floor: float = 0.01
+) -> Tensor:
+    """The residual's unit: :func:`pooled_within_class_std`, floored.
+
+    Each dimension's pooled within-class standard deviation, raised to at least
+    ``floor`` times their root mean square: a dimension that (almost) never
+    varies within a class (a pixel that is always 0) would otherwise ask the
+    flow for an unbounded density, and its samples would spread far wider than
+    the data.
+
+    Args:
+        features: ``[N, D]`` training features.
+        labels: ``[N]`` their classes in ``0..num_classes-1``.
+        num_classes: the number of classes.
+        floor: the smallest scale, relative to the root-mean-square one, ``> 0``.
+
+    Returns:
+        ``[D]`` scales in float64 on the features' device, all ``> 0``.
+
+    Raises:
+        ValueError: if no dimension varies within any class.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.0, 5.0], [0.0, 7.0]])
+        >>> residual_scale(x, torch.tensor([0, 0, 1, 1]), 2).tolist()
+        [0.01, 1.4142135623730951]
+    """
+    features = check_matrix("features", features)
+    floor = check_positive("floor", floor)
+    sigma = pooled_within_class_std(features, labels, num_classes)
+    rms = float(sigma.square().mean().sqrt())
+    if not rms > 0:
+        raise ValueError("The features do not vary within any class; there is nothing to model.")
+    return sigma.clamp(min=floor * rms)
+
+
+def residual_shrinkage(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    scale: Tensor,
+    *,
+    folds: int = 5,
+    grid: int = 21,
+) -> float:
+    """How far a new class's residual is from the seen classes' shared shape: ``lambda`` in [0, 1].
+
+    The flow learns one within-class distribution pooled over the seen
+    classes and lends it to every unseen class. Whether that shape carries
+    over to a class it was not fitted on is a property of the data, measured
+    here by leaving classes out: the residuals ``r = (x - mean_y) / scale``
+    of the seen classes are split by class into ``folds`` groups; for each
+    group, the covariance ``Sigma`` of the other groups' residuals is shrunk
+    towards the identity (the per-dimension Gaussian of the linear-Gaussian
+    model), ``(1 - lambda) Sigma + lambda I``, and the held-out classes'
+    Gaussian log-likelihood is summed over ``grid`` values of ``lambda``.
+    The best ``lambda`` is returned: 0 when the shared structure predicts a
+    held-out class as well as it fits the others, 1 when none of it carries
+    over. Sampling then blends the flow's residual with independent noise in
+    that proportion (see :class:`SemanticShiftTransform`).
+
+    Args:
+        features: ``[N, D]`` training features.
+        labels: ``[N]`` their classes in ``0..num_classes-1`` (at least 2 classes).
+        num_classes: the number of classes.
+        scale: ``[D]`` the residual's units (:func:`residual_scale`).
+        folds: class groups held out in turn, at most ``num_classes``.
+        grid: values of ``lambda`` tried, evenly spaced over [0, 1].
+
+    Returns:
+        ``lambda`` as a float.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> labels = torch.arange(4).repeat_interleave(50)
+        >>> shared = torch.randn(200, 1, generator=g) * torch.ones(1, 6)  # one shared direction
+        >>> x = shared + 0.1 * torch.randn(200, 6, generator=g)
+        >>> residual_shrinkage(x, labels, 4, residual_scale(x, labels, 4))
+        0.0
+        >>> residual_shrinkage(torch.randn(200, 6, generator=g), labels, 4, torch.ones(6)) > 0.9
+        True
+    """
+    features = check_matrix("features", features)
+    if num_classes < 2:
+        raise ValueError(f"residual_shrinkage needs at least 2 classes, got {num_classes}.")
+    folds = min(int(folds), num_classes)
+    device = float64_device(features.device)
+    x = features.to(device, torch.float64)
+    labels = labels.to(device).long()
+    sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=device)
+    sums.index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(x.dtype)
+    residuals = (x - (sums / counts[:, None])[labels]) / scale.to(device, torch.float64)
+    lambdas = torch.linspace(0.0, 1.0, grid, dtype=torch.float64, device=device)
+    total = torch.zeros(grid, dtype=torch.float64, device=device)
+    group = labels % folds
+    for fold in range(folds):
+        held = group == fold
+        rest = residuals[~held]
+        if rest.shape[0] == 0 or not bool(held.any()):
+            continue
+        eigenvalues, vectors = torch.linalg.eigh(rest.T @ rest / rest.shape[0])
+        projected = (residuals[held] @ vectors).square().mean(dim=0)  # [D]
+        variances = (1.0 - lambdas[:, None]) * eigenvalues.clamp(min=0.0) + lambdas[:, None]
+        variances = variances.clamp(min=1e-12)
+        total -= 0.5 * (variances.log() + projected / variances).sum(dim=1)
+    return float(lambdas[int(torch.argmax(total))])
+
+
 class SemanticShiftTransform(Transform):
-    """``y = x - mu(a)``: subtract the semantic mean of the class vector ``a`` (the context).
+    """``y = (x - mu(a)) / sigma``: centre on the semantic mean of the class vector ``a``.
 
     ``mu(a) = a W + b`` (a linear map, e.g. from :func:`fit_ridge_map`), except
     for the class vectors given in ``known_vectors``, whose mean is the stored
@@ -83,16 +230,25 @@ class SemanticShiftTransform(Transform):
     mean the linear map extrapolates to. A context row counts as known when it
     equals a stored vector exactly.
 
-    Forward goes data -> noise, as in nflows; the log-determinant is 0. All are
-    buffers (fitted once and saved with the module), not trained: a learned map
-    would fit the few seen vectors exactly and lose the ridge penalty that makes
-    it extrapolate.
+    ``sigma`` (``scale``, e.g. from :func:`residual_scale`; default ones) puts
+    the residual in within-class units: the couplings, which start near the
+    identity, then start from the linear-Gaussian model ``N(mu(a),
+    diag(sigma^2))`` and only learn what departs from it, and a dimension with
+    a spread far below the others' does not need a large log-scale.
+
+    Forward goes data -> noise, as in nflows; the log-determinant is
+    ``-sum(log sigma)`` (a constant). All are buffers (fitted once and saved
+    with the module), not trained: a learned map would fit the few seen vectors
+    exactly and lose the ridge penalty that makes it extrapolate.
 
     Args:
         weight: ``[A, D]``, the map from a class vector to a mean.
         bias: ``[D]``.
         known_vectors: ``[K, A]`` class vectors with an empirical mean, or ``None``.
         known_means: ``[K, D]`` their means (with ``known_vectors``).
+        scale: ``[D]`` positive per-dimension units ``sigma`` of the residual.
+        shrinkage: ``lambda`` in [0, 1] (e.g. :func:`residual_shrinkage`), used
+            only by :meth:`blend` when sampling classes without an empirical mean.
 
     Example:
         >>> shift = SemanticShiftTransform(torch.ones(2, 3), torch.zeros(3))
@@ -112,6 +268,8 @@ class SemanticShiftTransform(Transform):
         *,
         known_vectors: Tensor | None = None,
         known_means: Tensor | None = None,
+        scale: Tensor | None = None,
+        shrinkage: float = 0.0,
     ) -> None:
         super().__init__()
         weight = check_matrix("weight", weight)
@@ -129,6 +287,21 @@ class SemanticShiftTransform(Transform):
         self.register_buffer("bias", bias.clone())
         self.register_buffer("known_vectors", known_vectors.to(weight.dtype).clone())
         self.register_buffer("known_means", known_means.to(weight.dtype).clone())
+        if scale is None:
+            scale = weight.new_ones(features)
+        scale = check_matrix("scale", scale.reshape(1, -1), columns=features).reshape(-1)
+        if not bool((scale > 0).all()):
+            raise ValueError("scale must be positive in every dimension.")
+        self.register_buffer("scale", scale.to(weight.dtype).clone())
+        if not 0.0 <= float(shrinkage) <= 1.0:
+            raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}.")
+        self.register_buffer("shrinkage", weight.new_tensor(float(shrinkage)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # Model files written before ``scale`` existed were unscaled: keep them loading.
+        state_dict.setdefault(prefix + "scale", torch.ones_like(self.scale))
+        state_dict.setdefault(prefix + "shrinkage", torch.zeros_like(self.shrinkage))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def features(self) -> int:
@@ -141,10 +314,52 @@ class SemanticShiftTransform(Transform):
         context = context.to(self.weight.dtype)
         means = context @ self.weight + self.bias
         if self.known_vectors.shape[0]:
-            equal = (context.unsqueeze(1) == self.known_vectors.unsqueeze(0)).all(dim=2)
+            equal = self._equal(context)
             found = equal.any(dim=1, keepdim=True)
             means = torch.where(found, self.known_means[equal.to(torch.int8).argmax(dim=1)], means)
         return means
+
+    def _equal(self, context: Tensor) -> Tensor:
+        return (context.unsqueeze(1) == self.known_vectors.unsqueeze(0)).all(dim=2)
+
+    def is_known(self, context: Tensor) -> Tensor:
+        """``[B]`` booleans: which class vectors have a stored empirical mean."""
+        check_matrix("context", context, columns=self.weight.shape[0])
+        if not self.known_vectors.shape[0]:
+            return torch.zeros(context.shape[0], dtype=torch.bool, device=context.device)
+        return self._equal(context.to(self.weight.dtype)).any(dim=1)
+
+    def blend(self, samples: Tensor, context: Tensor, noise: Tensor) -> Tensor:
+        """Samples of classes without an empirical mean, their residual shrunk towards noise.
+
+        ``mu + sqrt(1 - lambda) (x - mu) + sqrt(lambda) sigma eps`` for the
+        classes whose vector is not known (``lambda`` = ``shrinkage``); known
+        classes are returned as they are. With ``eps ~ N(0, I)`` the residual's
+        covariance becomes ``(1 - lambda) Sigma + lambda diag(sigma^2)``: the
+        flow's shape where it carries over to a new class, the linear-Gaussian
+        model's where it does not.
+
+        Args:
+            samples: ``[C, n, D]`` flow samples, ``n`` for each of ``C`` classes.
+            context: ``[C, A]`` the classes' vectors.
+            noise: ``[C, n, D]`` standard normal draws.
+
+        Returns:
+            ``[C, n, D]``.
+
+        Example:
+            >>> shift = SemanticShiftTransform(torch.zeros(1, 2), torch.zeros(2), shrinkage=1.0)
+            >>> shift.blend(torch.ones(1, 3, 2), torch.ones(1, 1), torch.zeros(1, 3, 2)).tolist()
+            [[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]
+        """
+        lam = float(self.shrinkage)
+        if lam == 0.0:
+            return samples
+        mean = self.mean(context).to(samples.dtype)[:, None]
+        scale = self.scale.to(samples.dtype)
+        blended = mean + (1.0 - lam) ** 0.5 * (samples - mean) + lam**0.5 * scale * noise
+        unknown = ~self.is_known(context)
+        return torch.where(unknown[:, None, None], blended, samples)
 
     def _shift(self, inputs: Tensor, context: Tensor | None, sign: float) -> tuple[Tensor, Tensor]:
         if context is None:
@@ -154,8 +369,12 @@ class SemanticShiftTransform(Transform):
             )
         check_matrix("inputs", inputs, columns=self.features, finite=False)
         check_same_batch(inputs, context)
-        outputs = inputs + sign * self.mean(context).to(inputs.dtype)
-        return outputs, inputs.new_zeros(inputs.shape[0])
+        mean = self.mean(context).to(inputs.dtype)
+        scale = self.scale.to(inputs.dtype)
+        logabsdet = scale.log().sum().expand(inputs.shape[0])
+        if sign < 0:
+            return (inputs - mean) / scale, 0.0 - logabsdet
+        return inputs * scale + mean, logabsdet.clone()
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._shift(inputs, context, -1.0)

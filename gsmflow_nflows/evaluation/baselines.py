@@ -39,7 +39,7 @@ from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifi
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
 from gsmflow_nflows.losses import class_means
-from gsmflow_nflows.semantic_mean import fit_ridge_map, float64_device
+from gsmflow_nflows.semantic_mean import fit_ridge_map, float64_device, pooled_within_class_std
 from gsmflow_nflows.training.config import EvaluationConfig
 from gsmflow_nflows.training.trainer import seeded_generator
 
@@ -181,33 +181,6 @@ def eszsl_baseline(data: GZSLData, *, gamma: float = 1.0, lam: float = 1.0) -> B
     return BaselineScores(
         S=gzsl.S, U=gzsl.U, H=gzsl.H, T1=top1, seconds=time.perf_counter() - started
     )
-
-
-def pooled_within_class_std(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Per-dimension pooled within-class standard deviation, in float64.
-
-    ``sqrt(sum_i (x_i - mean_{y_i})^2 / (N - C))`` per dimension: the deviations
-    of every sample from its own class mean, pooled over classes (``N - C``
-    degrees of freedom; ``N`` when ``N == C``).
-
-    Args:
-        features: Features ``[N, D]``.
-        labels: Their classes ``[N]`` in ``0..num_classes-1``; every class must occur.
-        num_classes: ``C``.
-
-    Returns:
-        ``[D]`` float64 standard deviations, on the features' device.
-
-    Example:
-        >>> x = torch.tensor([[0.0], [2.0], [4.0], [6.0]])
-        >>> pooled_within_class_std(x, torch.tensor([0, 0, 1, 1]), 2).tolist()  # sqrt(4 / 2)
-        [1.4142135623730951]
-    """
-    means = class_means(features.double(), labels, num_classes)
-    deviations = features.double() - means[labels.to(features.device).long()]
-    dof = features.shape[0] - num_classes
-    dof = dof if dof > 0 else features.shape[0]
-    return (deviations.square().sum(dim=0) / dof).sqrt()
 
 
 def ridge_unseen_means(

@@ -38,7 +38,13 @@ class ModelConfig:
     ``conditioning="couplings"`` is the paper's model; ``"mean"`` (not in the
     paper) feeds the class vector only through a ridge regression of the seen
     class means with penalty ``mean_ridge_alpha`` (see
-    :mod:`gsmflow_nflows.semantic_mean`).
+    :mod:`gsmflow_nflows.semantic_mean`); with it, ``scale_residual`` divides
+    the residual by the pooled within-class standard deviation
+    (:func:`~gsmflow_nflows.semantic_mean.residual_scale`), so the flow starts
+    from the linear-Gaussian model. ``shrink_residual`` (with it; off by
+    default: it did not win on the validation splits) blends unseen samples'
+    residual with Gaussian noise by the leave-classes-out ``lambda`` of
+    :func:`~gsmflow_nflows.semantic_mean.residual_shrinkage`.
     """
 
     num_blocks: int = 5
@@ -49,6 +55,8 @@ class ModelConfig:
     relative_positioning: bool = True
     conditioning: str = "couplings"
     mean_ridge_alpha: float = 1.0
+    scale_residual: bool = True
+    shrink_residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "hidden_features", "semantic_features"):
@@ -59,6 +67,11 @@ class ModelConfig:
                 f"model.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}."
             )
         _number("model", "mean_ridge_alpha", self.mean_ridge_alpha, positive=True)
+        for name in ("scale_residual", "shrink_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"model.{name} must be true or false, got {getattr(self, name)!r}."
+                )
         if self.permutation not in PERMUTATIONS:
             raise ValueError(
                 f"model.permutation must be one of {PERMUTATIONS}, got {self.permutation!r}."

@@ -20,7 +20,7 @@ from gsmflow_nflows.losses import (
     train_relation_network,
 )
 from gsmflow_nflows.model import build_gsmflow
-from gsmflow_nflows.semantic_mean import fit_ridge_map
+from gsmflow_nflows.semantic_mean import fit_ridge_map, residual_scale, residual_shrinkage
 from gsmflow_nflows.training.checkpoint import load_checkpoint, save_checkpoint
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.step import train_step
@@ -188,11 +188,18 @@ class GSMFlowTrainer:
         """A freshly initialised flow for this config and dataset, on the trainer's device."""
         model, data = self.config.model, self.data
         all_embeddings = torch.cat([data.seen_embeddings, data.unseen_embeddings])
-        semantic_mean = known = None
+        semantic_mean = known = scale = None
+        shrinkage = 0.0
         if model.conditioning == "mean":  # fitted on the real training features, before mining
             means = class_means(data.train_features.double(), data.train_labels, data.num_seen)
             semantic_mean = fit_ridge_map(data.seen_embeddings, means, alpha=model.mean_ridge_alpha)
             known = (data.seen_embeddings, means)
+            if model.scale_residual:
+                scale = residual_scale(data.train_features, data.train_labels, data.num_seen)
+                if model.shrink_residual:
+                    shrinkage = residual_shrinkage(
+                        data.train_features, data.train_labels, data.num_seen, scale
+                    )
         flow = build_gsmflow(
             data.feature_dim,
             all_embeddings,
@@ -205,6 +212,8 @@ class GSMFlowTrainer:
             conditioning=model.conditioning,
             semantic_mean=semantic_mean,
             known_means=known,
+            semantic_scale=scale,
+            semantic_shrinkage=shrinkage,
             generator=seeded_generator(self.config.seed, 3),
         )
         return flow.to(self.device)

@@ -252,3 +252,16 @@ def test_checkpoint_of_other_data_with_the_same_name_and_sizes_is_refused(
     GSMFlowTrainer(
         tiny_config(seed=0), tiny_data, device="cpu", checkpoint_path=checkpoint_of_seed0
     ).fit(resume=True)
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_mean_flow_gets_the_data_derived_scale_and_shrinkage(tiny_data, shrink):
+    from gsmflow_nflows.semantic_mean import residual_scale, residual_shrinkage
+
+    config = tiny_config(model={"num_blocks": 1, "conditioning": "mean", "shrink_residual": shrink})
+    shift = GSMFlowTrainer(config, tiny_data).build_flow()._transform._transforms[0]
+    x, y, s = tiny_data.train_features, tiny_data.train_labels, tiny_data.num_seen
+    scale = residual_scale(x, y, s)
+    torch.testing.assert_close(shift.scale, scale.float())
+    expected = residual_shrinkage(x, y, s, scale) if shrink else 0.0
+    assert float(shift.shrinkage) == pytest.approx(expected)
