@@ -196,6 +196,28 @@ def evaluation_points(config: GSMFlowConfig, total: int) -> Callable[[int], bool
     return due
 
 
+def batches_within(config: GSMFlowConfig, data: GZSLData) -> GSMFlowConfig:
+    """``config`` with its flow and relation batch sizes clamped to ``data``'s training set.
+
+    The validation split trains on fewer images (``train_loc``) than the
+    configs derived from trainval expect; on a small dataset a batch could
+    exceed it.
+
+    Example:
+        >>> small = batches_within(config, val_data)  # doctest: +SKIP
+        >>> small.training.batch_size <= val_data.num_train  # doctest: +SKIP
+        True
+    """
+    training, mining, n = config.training, config.mining, data.num_train
+    if training.batch_size <= n and mining.relation_batch_size <= n:
+        return config
+    return dataclasses.replace(
+        config,
+        training=dataclasses.replace(training, batch_size=min(training.batch_size, n)),
+        mining=dataclasses.replace(mining, relation_batch_size=min(mining.relation_batch_size, n)),
+    )
+
+
 def run_protocol(
     protocol: str,
     config: GSMFlowConfig,
@@ -243,7 +265,7 @@ def run_protocol(
         if checkpoint_dir is not None:
             path = Path(checkpoint_dir) / f"{protocol}-{tag}-seed{config.seed}.pt"
         return GSMFlowTrainer(
-            config,
+            batches_within(config, data) if tag == "val" else config,
             data,
             device=device,
             precision=precision,

@@ -289,3 +289,19 @@ def test_help_lists_every_command():
     listed = result.output.split("Commands:")[1].split()
     for command in ("bench", "train", "generate", "evaluate", "download", "datasets"):
         assert command in listed
+
+
+def test_resuming_a_finished_val_run_twice_gives_identical_results(root, tmp_path):
+    """A finished run resumed (twice) trains nothing more: the JSON is the same every time."""
+    checkpoints = tmp_path / "ckpt"
+    common = ["bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+              "--protocol", "val", "--device", "cpu", "--no-baselines",
+              "--checkpoint-dir", checkpoints]  # fmt: skip
+    outputs = []
+    for index, extra in enumerate([[], ["--resume"], ["--resume"]]):
+        path = tmp_path / f"run{index}.json"
+        result = invoke(*common, *extra, "--output", path)
+        assert result.exit_code == 0, result.output
+        outputs.append(_without_seconds(json.loads(path.read_text())))
+    assert outputs[1] == outputs[0]
+    assert outputs[2] == outputs[0]
