@@ -33,6 +33,7 @@ from typing import IO
 import numpy as np
 import scipy.io
 
+from gsmflow_nflows.atomic_write import current_umask
 from gsmflow_nflows.data.errors import DatasetError
 from gsmflow_nflows.data.registry import KNOWN_DATASETS, default_data_root
 from gsmflow_nflows.data.validation import index_vector, read_mat
@@ -280,6 +281,7 @@ def _extract(archive: Path, folder: str, target: Path) -> None:
                 _check_layout(tmp, f"{archive.name}:{'/'.join(prefix)}")
                 if target.exists():
                     shutil.rmtree(target)
+                os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
                 os.replace(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

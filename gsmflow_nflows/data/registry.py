@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from gsmflow_nflows.atomic_write import current_umask
 from gsmflow_nflows.data.digits import DIGITS_FOLDER, make_digits_gzsl
 from gsmflow_nflows.data.errors import DatasetError
 from gsmflow_nflows.data.synthetic import SYNTHETIC_FOLDER, SYNTHETIC_SETTINGS, make_synthetic_gzsl
@@ -151,6 +152,7 @@ def _ensure_generated(
         (tmp / RECIPE_FILE).write_text(recipe)
         if target.exists():  # incomplete, or made by other settings: replace it
             shutil.rmtree(target)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

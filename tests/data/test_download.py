@@ -239,3 +239,21 @@ def test_cli_download_and_datasets(server, tmp_path):
     # the tiny APY has 3/2 classes, so it is present but not the real APY: reported invalid
     assert "invalid" in lines["apy"] and lines["awa2"].endswith("missing")
     assert "32        20/12" in lines["synthetic"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_dataset_folders_follow_the_umask(server, tmp_path, umask):
+    import os
+    import stat
+
+    from gsmflow_nflows.data.registry import _ensure_generated
+
+    server.routes["/xlsa17.zip"] = _official_zip(tmp_path)
+    previous = os.umask(umask)
+    try:
+        folder = download_dataset("apy", root=tmp_path / "root", url=f"{server.url}/xlsa17.zip")
+        _ensure_generated(tmp_path / "root", "BUILT", lambda p: (p / "x").write_text("1"), "r")
+    finally:
+        os.umask(previous)
+    for path in (folder, tmp_path / "root" / "BUILT"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
