@@ -147,7 +147,8 @@ def _ablations(value: str | None) -> tuple[str, ...]:
 dataset_option = click.option(
     "--dataset",
     required=True,
-    help="apy, awa1, awa2, cub, sun, flo, synthetic, or any folder name under --data-root.",
+    help="apy, awa1, awa2, cub, sun, flo, the built-in digits or synthetic, "
+    "or any folder name under --data-root.",
 )
 data_root_option = click.option(
     "--data-root",

@@ -35,7 +35,12 @@ import scipy.io
 
 from gsmflow_nflows.atomic_write import current_umask
 from gsmflow_nflows.data.errors import DatasetError
-from gsmflow_nflows.data.registry import KNOWN_DATASETS, default_data_root
+from gsmflow_nflows.data.registry import (
+    DIGITS_INFO,
+    KNOWN_DATASETS,
+    SYNTHETIC_INFO,
+    default_data_root,
+)
 from gsmflow_nflows.data.validation import index_vector, read_mat
 from gsmflow_nflows.data.xlsa17 import FEATURES_FILE
 
@@ -357,6 +362,11 @@ def download_dataset(
         PosixPath('/data/gsmflow/APY')
     """
     key = name.strip().lower()
+    if key in (DIGITS_INFO.name, SYNTHETIC_INFO.name):
+        raise DatasetError(
+            f"{key!r} is built in: it is generated on first use, nothing to download; "
+            f"use it directly (e.g. gsmflow bench --dataset {key})"
+        )
     if key not in KNOWN_DATASETS:
         raise DatasetError(
             f"unknown dataset {name!r}; downloadable: {', '.join(KNOWN_DATASETS)} "

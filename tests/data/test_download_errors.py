@@ -166,3 +166,11 @@ def test_unsupported_compression_deletes_the_archive(server, tmp_path):
     assert "Python's zipfile cannot extract it" in line and "(deleted)" in line
     assert f"copy its APY folder (res101.mat, att_splits.mat) to {root / 'APY'}" in line
     assert _tree(root) == []
+
+
+@pytest.mark.parametrize("name", ["digits", "Synthetic"])
+def test_built_in_datasets_are_not_downloaded(tmp_path, name):
+    result = CliRunner().invoke(main, ["download", name, "--root", str(tmp_path / "root")])
+    line = _one_error_line(result)
+    assert "is built in" in line and f"--dataset {name.lower()}" in line
+    assert not (tmp_path / "root").exists()  # nothing made, nothing fetched
