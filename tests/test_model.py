@@ -141,6 +141,23 @@ def test_deterministic_with_generator(classes):
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("conditioning", ["couplings", "mean"])
+@pytest.mark.parametrize("permutation", [None, "random", "lu"])
+def test_a_generator_leaves_the_global_rng_alone(classes, permutation, conditioning):
+    torch.manual_seed(21)
+    state = torch.get_rng_state()
+    options = dict(permutation=permutation, conditioning=conditioning, **SMALL)
+    build_gsmflow(4, classes, generator=torch.Generator().manual_seed(5), **options)
+    assert torch.equal(torch.get_rng_state(), state)
+    # Without a generator the global RNG is the source: the same global seed, the same flow.
+    torch.manual_seed(5)
+    one = build_gsmflow(4, classes, **options)
+    torch.manual_seed(5)
+    two = build_gsmflow(4, classes, **options)
+    for p, q in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 def test_flow_sample_and_log_prob_with_nflows_api(classes):
     flow = build_gsmflow(4, classes, **SMALL)
     samples = flow.sample(3, context=classes[:2])

@@ -128,8 +128,12 @@ class GSMFlowTrainer:
         features = data.train_features.to(self.device)
         labels = data.train_labels.to(self.device)
         embeddings = data.seen_embeddings.to(self.device)
-        torch.manual_seed(self.config.seed)  # the relation net's default init
-        net = RelationNetwork(data.feature_dim, data.embedding_dim, mining.relation_hidden)
+        net = RelationNetwork(
+            data.feature_dim,
+            data.embedding_dim,
+            mining.relation_hidden,
+            generator=seeded_generator(self.config.seed, 0),
+        )
         net = net.to(self.device)
 
         def stage(name: str) -> Callable[[int, int], None] | None:
