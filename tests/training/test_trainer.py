@@ -68,6 +68,18 @@ def test_fit_leaves_the_global_rng_alone(tiny_data, mining):
     assert history == history_b
 
 
+def test_a_second_fit_without_resume_starts_fresh(tiny_data):
+    config = tiny_config(seed=4)
+    trainer = GSMFlowTrainer(config, tiny_data, device="cpu")
+    options = dict(evaluate=_evaluator(tiny_data), evaluate_at=lambda i: i % 3 == 0)
+    trainer.fit(**options)
+    flow = trainer.fit(**options)  # again, without resume
+    fresh, history, _ = _fit(config, tiny_data)
+    assert trainer.history == history
+    assert [r["iteration"] for r in trainer.history] == [3, 6, 9, 12, 15, 18]
+    _assert_same_state(_state(flow), fresh)
+
+
 def test_different_seeds_differ(tiny_data):
     first, history, _ = _fit(tiny_config(seed=0), tiny_data)
     second, history_b, _ = _fit(tiny_config(seed=1), tiny_data)
