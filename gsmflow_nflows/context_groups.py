@@ -45,6 +45,16 @@ class ContextGroups:
         self._last_version = -1
         self._last_result: tuple[Tensor, Tensor] | None = None
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle (``torch.save`` of a whole flow, ``copy.deepcopy``) without the cache.
+
+        The cache holds a weak reference, which cannot be pickled, and is only
+        valid within one flow call anyway; the copy regroups on its next call.
+        """
+        state = self.__dict__.copy()
+        state.update(_last=None, _last_version=-1, _last_result=None)
+        return state
+
     def __call__(self, context: Tensor) -> tuple[Tensor, Tensor] | None:
         """Return ``(first, inverse)`` with ``context == context[first][inverse]``, or ``None``.
 

@@ -7,8 +7,6 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from nflows.distributions.normal import StandardNormal
 from nflows.flows.base import Flow
@@ -18,6 +16,7 @@ from nflows.transforms.permutations import Permutation, ReversePermutation
 from torch import Tensor, nn
 
 from gsmflow_nflows._checks import check_int, check_matrix
+from gsmflow_nflows._random import keep_global_rng, reset_linear
 from gsmflow_nflows.context_groups import ContextGroups
 from gsmflow_nflows.semantic import RelativePositioningEncoder
 from gsmflow_nflows.semantic_mean import SemanticShiftTransform
@@ -94,15 +93,6 @@ class _StandardNormal(StandardNormal):
         return samples.reshape(context.shape[0], num_samples, *self._shape)
 
 
-def _reset_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
-    """PyTorch's default ``Linear`` initialisation, drawn from ``generator``."""
-    bound = 1.0 / math.sqrt(layer.in_features)
-    with torch.no_grad():
-        layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
-        if layer.bias is not None:
-            layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
-
-
 def check_values_at_entries(transform: Transform) -> Transform:
     """Keep the NaN/inf checks only where values enter a chain of our couplings.
 
@@ -166,7 +156,8 @@ def build_gsmflow(
     Coupling-net parameters start at ``init_scale * N(0, 1)`` as in the reference
     code, so the flow starts near the identity; the encoder gets PyTorch's
     default ``Linear`` initialisation (the reference initialises only the flow),
-    drawn from ``generator`` too, so a seeded generator fixes every parameter.
+    drawn from ``generator`` too, so a seeded generator fixes every parameter
+    (and torch's global RNG is then left as it was).
     The model is placed on the device and dtype of ``class_embeddings``.
 
     Args:
@@ -233,6 +224,9 @@ def build_gsmflow(
             "semantic_mean, known_means and semantic_scale are used only with conditioning='mean'."
         )
 
+    # Building nn.Linear layers draws their default init from the global RNG. With a
+    # generator, every parameter is overwritten from it below: undo those draws.
+    keep = generator is not None
     groups = ContextGroups()
     layers: list[Transform] = []
     if conditioning == "mean":
@@ -259,9 +253,10 @@ def build_gsmflow(
         encoder: nn.Module = nn.Identity()
         context_features = 0
     elif relative_positioning:
-        encoder = RelativePositioningEncoder.from_class_embeddings(
-            class_embeddings, semantic_features, groups=groups
-        )
+        with keep_global_rng(enabled=keep):
+            encoder = RelativePositioningEncoder.from_class_embeddings(
+                class_embeddings, semantic_features, groups=groups
+            )
         context_features = semantic_features
     else:
         encoder = nn.Identity()
@@ -269,7 +264,8 @@ def build_gsmflow(
     for index in range(num_blocks):
         if index > 0 and permutation is not None:
             layers.append(_mixing(permutation, features, generator))
-        layers.append(glow_block(features, context_features, hidden_features, clamp, groups))
+        with keep_global_rng(enabled=keep):
+            layers.append(glow_block(features, context_features, hidden_features, clamp, groups))
     transform = check_values_at_entries(CompositeTransform(layers))
     with torch.no_grad():
         for module in transform.modules():
@@ -277,7 +273,7 @@ def build_gsmflow(
                 for parameter in module.parameters():
                     parameter.copy_(init_scale * torch.randn(parameter.shape, generator=generator))
     for layer in getattr(encoder, "anchor_layers", ()):
-        _reset_linear(layer, generator)
+        reset_linear(layer, generator)
     flow = Flow(transform, _StandardNormal([features]), embedding_net=encoder)
     return flow.to(device=class_embeddings.device, dtype=class_embeddings.dtype)
 

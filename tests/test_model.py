@@ -15,7 +15,12 @@ from gsmflow_nflows import (
     build_gsmflow,
     generate_features,
 )
-from tests.transform_harness import check_transform, jacobian_logdet, randomise_parameters
+from tests.transform_harness import (
+    check_transform,
+    jacobian_logdet,
+    randomise_parameters,
+    save_and_load,
+)
 
 SMALL = dict(num_blocks=2, hidden_features=8, semantic_features=4)
 
@@ -35,6 +40,44 @@ def test_flow_transform_harness(permutation, classes):
         5,
         context_features=SMALL["semantic_features"],
     )
+
+
+@pytest.mark.parametrize("used_by", ["log_prob", "generate_features"])
+@pytest.mark.parametrize("conditioning", ["couplings", "mean"])
+def test_whole_flow_torch_save_after_use(classes, conditioning, used_by):
+    fitted = {}
+    if conditioning == "mean":  # a non-trivial shift, with two known classes
+        generator = torch.Generator().manual_seed(4)
+        fitted = dict(
+            semantic_mean=(
+                torch.randn(3, 5, generator=generator),
+                torch.randn(5, generator=generator),
+            ),
+            known_means=(classes[:2], torch.randn(2, 5, generator=generator)),
+            semantic_scale=torch.rand(5, generator=generator) + 0.5,
+        )
+    flow = build_gsmflow(5, classes, conditioning=conditioning, **SMALL, **fitted)
+    randomise_parameters(flow, scale=0.3)
+    x = torch.randn(8, 5, dtype=torch.float64)
+    a = classes[torch.tensor([0, 0, 3, 3, 0, 5, 3, 0])]  # repeated classes: grouped
+    if used_by == "log_prob":
+        flow.log_prob(x, context=a)
+    else:
+        generate_features(flow, classes[:2], 3)
+
+    loaded = save_and_load(flow)
+    sharing = [m.groups for m in loaded.modules() if hasattr(m, "groups")]
+    if conditioning == "couplings":  # the encoder and every net still share one grouping
+        assert len(sharing) == 1 + 2 * SMALL["num_blocks"]
+        assert all(groups is sharing[0] for groups in sharing)
+    torch.testing.assert_close(
+        loaded.log_prob(x, context=a), flow.log_prob(x, context=a), rtol=0, atol=0
+    )
+    samples = [
+        generate_features(model, classes[[4, 1]], 4, generator=torch.Generator().manual_seed(2))
+        for model in (flow, loaded)
+    ]
+    torch.testing.assert_close(samples[1], samples[0], rtol=0, atol=0)
 
 
 def test_log_prob_equals_base_plus_jacobian_logdet(classes):
@@ -94,6 +137,23 @@ def test_structure_init_device_and_dtype(classes):
 def test_deterministic_with_generator(classes):
     one = build_gsmflow(4, classes, generator=torch.Generator().manual_seed(5), **SMALL)
     two = build_gsmflow(4, classes, generator=torch.Generator().manual_seed(5), **SMALL)
+    for p, q in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("conditioning", ["couplings", "mean"])
+@pytest.mark.parametrize("permutation", [None, "random", "lu"])
+def test_a_generator_leaves_the_global_rng_alone(classes, permutation, conditioning):
+    torch.manual_seed(21)
+    state = torch.get_rng_state()
+    options = dict(permutation=permutation, conditioning=conditioning, **SMALL)
+    build_gsmflow(4, classes, generator=torch.Generator().manual_seed(5), **options)
+    assert torch.equal(torch.get_rng_state(), state)
+    # Without a generator the global RNG is the source: the same global seed, the same flow.
+    torch.manual_seed(5)
+    one = build_gsmflow(4, classes, **options)
+    torch.manual_seed(5)
+    two = build_gsmflow(4, classes, **options)
     for p, q in zip(one.parameters(), two.parameters(), strict=True):
         assert torch.equal(p, q)
 

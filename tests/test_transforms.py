@@ -15,7 +15,7 @@ from gsmflow_nflows import (
     glow_block,
     soft_clamp,
 )
-from tests.transform_harness import check_transform
+from tests.transform_harness import check_transform, save_and_load
 
 
 def make_net(context_features=3, hidden_features=8):
@@ -148,6 +148,20 @@ def test_context_groups_cache_sees_in_place_edits():
     assert groups(context)[1].tolist() == [0, 0, 0, 1]
     context[3] = 1.0
     assert groups(context)[1].tolist() == [0, 0, 0, 0]
+
+
+def test_net_with_a_remembered_grouping_survives_torch_save():
+    groups = ContextGroups(max_fraction=0.4)
+    net = SemanticCouplingNet(2, 4, 3, 8, groups=groups)
+    context = torch.ones(6, 3, requires_grad=True) * 2  # the encoder's output, say
+    grouping = (torch.tensor([0]), torch.zeros(6, dtype=torch.long))
+    groups.remember(context, grouping)  # the cache holds a weak reference to context
+    loaded = save_and_load(net)
+    assert loaded.groups.max_fraction == 0.4
+    assert groups(context) is grouping  # the original keeps its cache
+    assert loaded.groups(context) is None  # the copy's is empty: requires grad, not remembered
+    inputs = torch.randn(6, 2)
+    torch.testing.assert_close(loaded(inputs, context), net(inputs, context), rtol=0, atol=0)
 
 
 # ---- errors, each before any computation -------------------------------------------------

@@ -3,12 +3,14 @@
 Checks, against independent computations: output shape/dtype/finiteness, exact
 inversion, forward and inverse log-dets summing to zero, the per-sample
 log-det against ``slogdet`` of the autograd Jacobian in float64 (with weights
-randomised away from the near-identity initialisation), and that the context
-changes the output.
+randomised away from the near-identity initialisation), that the context
+changes the output, and that a ``torch.save``/``torch.load`` round trip of the
+whole module after a forward pass gives the same outputs and log-dets.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import torch
@@ -39,6 +41,14 @@ def jacobian_logdet(transform: Transform, inputs: Tensor, context: Tensor | None
     return torch.stack(logdets)
 
 
+def save_and_load(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.save`` the whole module to memory and load it back (as users save flows)."""
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)  # a whole module is not weights only
+
+
 def check_transform(
     make: Callable[[], Transform],
     features: int,
@@ -67,6 +77,14 @@ def check_transform(
         torch.testing.assert_close(
             logabsdet + inverse_logabsdet, torch.zeros_like(logabsdet), atol=tolerance, rtol=0
         )
+
+        loaded = save_and_load(transform)  # after forward and inverse passes
+        assert loaded is not transform
+        for got, expected in (
+            (loaded(inputs, context=context), (outputs, logabsdet)),
+            (loaded.inverse(outputs, context=context), (restored, inverse_logabsdet)),
+        ):
+            torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
         if dtype == torch.float64:
             expected = jacobian_logdet(transform, inputs, context)

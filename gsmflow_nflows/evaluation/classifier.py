@@ -26,6 +26,7 @@ from gsmflow_nflows._checks import (
     check_real,
     randperm,
 )
+from gsmflow_nflows._random import keep_global_rng
 
 
 class SoftmaxClassifier(nn.Module):
@@ -34,8 +35,9 @@ class SoftmaxClassifier(nn.Module):
     Args:
         in_features: Feature dimension ``D``.
         num_classes: Number of classes ``C``.
-        generator: Source of the weight initialisation; ``None`` uses torch's
-            global RNG. The parameters are created on the generator's device.
+        generator: Source of the weight initialisation; torch's global RNG is
+            then left as it was. ``None`` uses the global RNG. The parameters are
+            created on the generator's device.
 
     Example:
         >>> clf = SoftmaxClassifier(8, 3, generator=torch.Generator().manual_seed(0))
@@ -52,7 +54,8 @@ class SoftmaxClassifier(nn.Module):
         num_classes = check_int("num_classes", num_classes, minimum=1)
         check_generator(generator)
         device = generator.device if generator is not None else None
-        self.linear = nn.Linear(in_features, num_classes, device=device)
+        with keep_global_rng(device, enabled=generator is not None):  # Linear's own init
+            self.linear = nn.Linear(in_features, num_classes, device=device)
         nn.init.xavier_normal_(self.linear.weight, generator=generator)
         nn.init.zeros_(self.linear.bias)
 

@@ -30,6 +30,7 @@ from gsmflow_nflows._checks import (
     check_real,
     randperm,
 )
+from gsmflow_nflows._random import keep_global_rng, reset_linear
 
 ProgressFn = Callable[[int, int], None]
 
@@ -41,6 +42,9 @@ class RelationNetwork(nn.Module):
         feature_dim: Visual feature dimension ``D``.
         embedding_dim: Class embedding dimension ``A``.
         hidden_features: Hidden width ``H`` (2048 in the paper).
+        generator: source of PyTorch's default ``Linear`` initialisation; torch's
+            global RNG is then left as it was. ``None``: the global RNG, as
+            ``nn.Linear`` does. The parameters are created on the CPU.
 
     Example:
         >>> net = RelationNetwork(feature_dim=8, embedding_dim=3, hidden_features=16)
@@ -48,13 +52,25 @@ class RelationNetwork(nn.Module):
         torch.Size([5, 4])
     """
 
-    def __init__(self, feature_dim: int, embedding_dim: int, hidden_features: int = 2048) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        embedding_dim: int,
+        hidden_features: int = 2048,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.feature_dim = check_int("feature_dim", feature_dim, minimum=1)
         self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         self.hidden_features = check_int("hidden_features", hidden_features, minimum=1)
-        self.hidden = nn.Linear(self.feature_dim + self.embedding_dim, self.hidden_features)
-        self.output = nn.Linear(self.hidden_features, 1)
+        check_generator(generator)
+        with keep_global_rng(enabled=generator is not None):
+            self.hidden = nn.Linear(self.feature_dim + self.embedding_dim, self.hidden_features)
+            self.output = nn.Linear(self.hidden_features, 1)
+        if generator is not None:
+            reset_linear(self.hidden, generator)
+            reset_linear(self.output, generator)
 
     def forward(self, inputs: Tensor, class_embeddings: Tensor) -> Tensor:
         """Score aligned pairs: ``R(inputs[i], class_embeddings[i])``.

@@ -128,8 +128,12 @@ class GSMFlowTrainer:
         features = data.train_features.to(self.device)
         labels = data.train_labels.to(self.device)
         embeddings = data.seen_embeddings.to(self.device)
-        torch.manual_seed(self.config.seed)  # the relation net's default init
-        net = RelationNetwork(data.feature_dim, data.embedding_dim, mining.relation_hidden)
+        net = RelationNetwork(
+            data.feature_dim,
+            data.embedding_dim,
+            mining.relation_hidden,
+            generator=seeded_generator(self.config.seed, 0),
+        )
         net = net.to(self.device)
 
         def stage(name: str) -> Callable[[int, int], None] | None:
@@ -235,7 +239,8 @@ class GSMFlowTrainer:
             progress: called every ``progress_every`` iterations with the losses.
             progress_every: see ``progress``.
             evaluate: called as ``evaluate(iteration, flow)`` where ``evaluate_at``
-                says so; its records land in ``self.history`` and the checkpoints.
+                says so; its records land in ``self.history`` (reset by a fit
+                that does not resume) and the checkpoints.
             evaluate_at: ``iteration -> bool``; default: never.
             stop_after: stop (after checkpointing) at this iteration, as if
                 interrupted; for tests and for splitting long runs.
@@ -249,6 +254,8 @@ class GSMFlowTrainer:
         state = None
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             state = load_checkpoint(self.checkpoint_path, expect=signature)
+        if state is None:  # a fresh run: no record of an earlier fit() carries over
+            self.history = []
 
         if state is not None:
             mined = state["mined"]

@@ -21,6 +21,16 @@ def test_initialisation_is_xavier_normal_with_zero_bias():
     torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(4))
 
 
+def test_initialisation_from_a_generator_leaves_the_global_rng_alone():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    clf = SoftmaxClassifier(6, 4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    # Xavier normal: N(0, 2 / (in + out)), the only draws from the generator.
+    expected = torch.randn(4, 6, generator=torch.Generator().manual_seed(2)) * (2 / 10) ** 0.5
+    torch.testing.assert_close(clf.linear.weight.detach(), expected)
+
+
 def test_first_step_is_a_hand_computed_adam_step():
     features, labels = blobs(per_class=4, dim=5)
     lr = 0.01

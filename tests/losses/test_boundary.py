@@ -233,3 +233,19 @@ def test_relation_network_rejects_bad_shapes():
         net(torch.randn(2, 4), torch.randn(3, 3))
     with pytest.raises(ValueError):
         RelationNetwork(0, 3)
+
+
+def test_relation_network_init_from_a_generator_only():
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    net = RelationNetwork(5, 3, hidden_features=7, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
+    # PyTorch's default Linear init, U(-1/sqrt(in), 1/sqrt(in)), weight then bias, layer by layer.
+    g = torch.Generator().manual_seed(8)
+    for layer, fan_in in ((net.hidden, 8), (net.output, 7)):
+        bound = 1 / fan_in**0.5
+        for parameter in (layer.weight, layer.bias):
+            expected = torch.rand(parameter.shape, generator=g) * 2 * bound - bound
+            torch.testing.assert_close(parameter.detach(), expected, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="generator"):
+        RelationNetwork(5, 3, generator=8)

@@ -55,6 +55,31 @@ def test_same_seed_same_parameters_and_history(tiny_data):
     assert [r["iteration"] for r in history] == [3, 6, 9, 12, 15, 18]
 
 
+@pytest.mark.parametrize("mining", [True, False], ids=["mining", "no-mining"])
+def test_fit_leaves_the_global_rng_alone(tiny_data, mining):
+    config = tiny_config(seed=4, mining={"enabled": mining})
+    torch.manual_seed(77)
+    state = torch.get_rng_state()
+    first, history, _ = _fit(config, tiny_data)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(78)  # another global state: the same run
+    second, history_b, _ = _fit(config, tiny_data)
+    _assert_same_state(first, second)
+    assert history == history_b
+
+
+def test_a_second_fit_without_resume_starts_fresh(tiny_data):
+    config = tiny_config(seed=4)
+    trainer = GSMFlowTrainer(config, tiny_data, device="cpu")
+    options = dict(evaluate=_evaluator(tiny_data), evaluate_at=lambda i: i % 3 == 0)
+    trainer.fit(**options)
+    flow = trainer.fit(**options)  # again, without resume
+    fresh, history, _ = _fit(config, tiny_data)
+    assert trainer.history == history
+    assert [r["iteration"] for r in trainer.history] == [3, 6, 9, 12, 15, 18]
+    _assert_same_state(_state(flow), fresh)
+
+
 def test_different_seeds_differ(tiny_data):
     first, history, _ = _fit(tiny_config(seed=0), tiny_data)
     second, history_b, _ = _fit(tiny_config(seed=1), tiny_data)
