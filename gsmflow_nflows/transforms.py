@@ -105,6 +105,12 @@ class SemanticCouplingNet(nn.Module):
         self.check_values = True
 
     def forward(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+        if inputs.dim() != 2:  # nn.Linear would silently act on the last dimension
+            raise ValueError(
+                f"SemanticCouplingNet takes inputs of shape [batch, {self.in_features}], got "
+                f"{list(inputs.shape)}; for images use a convolutional net such as nflows' "
+                "ConvResidualNet."
+            )
         if self.context_layer is None:  # an unconditional net: the context is not used
             return self.output_layer(self.activation(self.input_layer(inputs)))
         if context is None:
@@ -144,15 +150,24 @@ class SemanticAffineCouplingTransform(CouplingTransform):
     ``AffineCouplingTransform`` (scale ``sigmoid(.) + 1e-3 <= 1.001``), the scale
     can grow as well as shrink, inside ``(e^-clamp, e^clamp)``.
 
+    Inputs are ``[batch, features]`` or, like nflows' ``CouplingTransform``,
+    ``[batch, channels, ...]`` (images ``[batch, C, H, W]``): the mask splits
+    dimension 1, the net gets the identity channels ``[batch, C_id, ...]`` and must
+    return ``[batch, 2 * C_tr, ...]``, and ``logabsdet`` sums ``s`` over every
+    non-batch dimension. The context is passed to the net unchanged: a
+    ``[batch, A]`` vector for :class:`SemanticCouplingNet`, a context image
+    ``[batch, A, H, W]`` for nflows' ``ConvResidualNet(..., context_channels=A)``.
+
     Forward maps data to noise, like every nflows transform; ``forward`` and
     ``inverse`` return ``(outputs, logabsdet)`` with ``logabsdet`` of shape ``[batch]``.
 
     Args:
-        mask: 1-d tensor/sequence; ``mask[i] > 0`` marks feature ``i`` as transformed.
-            Needs at least one transformed and one identity feature.
+        mask: 1-d tensor/sequence; ``mask[i] > 0`` marks feature (channel) ``i`` as
+            transformed. Needs at least one transformed and one identity feature.
         transform_net_create_fn: ``(in_features, out_features) -> module`` called as
             ``net(identity_split, context)``; e.g. a lambda building a
-            :class:`SemanticCouplingNet`.
+            :class:`SemanticCouplingNet` (vector inputs) or nflows' ``ConvResidualNet``
+            (images).
         clamp: soft-clamp bound of the log-scale, > 0 (1.0 in the paper).
 
     References:
@@ -166,6 +181,16 @@ class SemanticAffineCouplingTransform(CouplingTransform):
         >>> z, logabsdet = coupling(x, context=h)
         >>> torch.allclose(coupling.inverse(z, context=h)[0], x, atol=1e-6)
         True
+
+        Images, with a context image for a convolutional net:
+
+        >>> from nflows.nn.nets import ConvResidualNet
+        >>> make_conv = lambda i, o: ConvResidualNet(i, o, hidden_channels=8, context_channels=3)
+        >>> coupling = SemanticAffineCouplingTransform([1, 1, 0, 0], make_conv)
+        >>> x, h = torch.randn(4, 4, 8, 8), torch.randn(4, 3, 1, 1).expand(4, 3, 8, 8)
+        >>> z, logabsdet = coupling(x, context=h)
+        >>> z.shape, logabsdet.shape
+        (torch.Size([4, 4, 8, 8]), torch.Size([4]))
     """
 
     def __init__(
@@ -212,20 +237,23 @@ class SemanticAffineCouplingTransform(CouplingTransform):
         self, inputs: Tensor, transform_params: Tensor
     ) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._log_scale_and_shift(transform_params)
-        return inputs * torch.exp(log_scale) + shift, log_scale.sum(dim=1)
+        return inputs * torch.exp(log_scale) + shift, _sum_except_batch(log_scale)
 
     def _coupling_transform_inverse(
         self, inputs: Tensor, transform_params: Tensor
     ) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._log_scale_and_shift(transform_params)
-        return (inputs - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
+        return (inputs - shift) * torch.exp(-log_scale), -_sum_except_batch(log_scale)
 
     def _check(self, inputs: Tensor, context: Tensor | None) -> None:
         check_tensor("inputs", inputs, floating=True)
-        if inputs.dim() != 2 or inputs.shape[1] != self.features:
-            raise ValueError(
-                f"Expected inputs of shape [batch, {self.features}], got {list(inputs.shape)}."
-            )
+        if inputs.dim() < 2 or inputs.shape[1] != self.features:
+            vector, image = f"[batch, {self.features}]", f"[batch, {self.features}, ...]"
+            if inputs.dim() < 2:
+                expected = f"{vector} or {image}"
+            else:
+                expected = vector if inputs.dim() == 2 else image
+            raise ValueError(f"Expected inputs of shape {expected}, got {list(inputs.shape)}.")
         if self.check_values:
             check_finite("inputs", inputs)
         if context is not None:
@@ -234,23 +262,47 @@ class SemanticAffineCouplingTransform(CouplingTransform):
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(inputs, context)
-        if self._transformed_first is None:
-            return super().forward(inputs, context)
-        return self._sliced(inputs, context, self._coupling_transform_forward)
+        return self._couple(inputs, context, self._coupling_transform_forward)
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(inputs, context)
-        if self._transformed_first is None:
-            return super().inverse(inputs, context)
-        return self._sliced(inputs, context, self._coupling_transform_inverse)
+        return self._couple(inputs, context, self._coupling_transform_inverse)
 
-    def _sliced(
+    def _params(self, identity_split: Tensor, context: Tensor | None) -> Tensor:
+        """The net's output, checked to be ``[batch, 2 * transformed, ...]`` (trailing as input)."""
+        params = self.transform_net(identity_split, context)
+        if torch.compiler.is_compiling():
+            return params
+        expected = (
+            identity_split.shape[0],
+            2 * self.num_transform_features,
+            *identity_split.shape[2:],
+        )
+        if params.shape != expected:
+            raise ValueError(
+                f"Expected the transform net to return shape {list(expected)}, got "
+                f"{list(params.shape)}; for [batch, channels, ...] inputs use a net that "
+                "keeps the trailing dimensions, e.g. nflows' ConvResidualNet for images."
+            )
+        return params
+
+    def _couple(
         self,
         inputs: Tensor,
         context: Tensor | None,
         coupling: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
     ) -> tuple[Tensor, Tensor]:
-        """The coupling for a mask whose two parts are contiguous blocks."""
+        """Split dimension 1 by the mask, couple, and put the parts back in place."""
+        if self._transformed_first is None:  # a scattered mask: nflows' gather/scatter
+            identity_split = inputs[:, self.identity_features, ...]
+            transformed, logabsdet = coupling(
+                inputs[:, self.transform_features, ...], self._params(identity_split, context)
+            )
+            outputs = torch.empty_like(inputs)
+            outputs[:, self.identity_features, ...] = identity_split
+            outputs[:, self.transform_features, ...] = transformed
+            return outputs, logabsdet
+        # Halves that are contiguous blocks: slices instead of gather/scatter.
         sizes = [self.num_transform_features, self.num_identity_features]
         if not self._transformed_first:
             sizes.reverse()
@@ -258,11 +310,15 @@ class SemanticAffineCouplingTransform(CouplingTransform):
         transform_split, identity_split = (
             (first, second) if self._transformed_first else (second, first)
         )
-        params = self.transform_net(identity_split, context)
-        transformed, logabsdet = coupling(transform_split, params)
+        transformed, logabsdet = coupling(transform_split, self._params(identity_split, context))
         parts = (
             [transformed, identity_split]
             if self._transformed_first
             else [identity_split, transformed]
         )
         return torch.cat(parts, dim=1), logabsdet
+
+
+def _sum_except_batch(values: Tensor) -> Tensor:
+    """Sum over every dimension but the first: ``[batch, ...] -> [batch]``."""
+    return values.sum(dim=1) if values.dim() == 2 else values.sum(dim=tuple(range(1, values.dim())))

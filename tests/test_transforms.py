@@ -1,6 +1,7 @@
 """The coupling transform and its network, through the shared harness and by hand."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -184,9 +185,18 @@ def coupling():
     return SemanticAffineCouplingTransform([1, 1, 0, 0, 0], make_net())
 
 
-def test_wrong_feature_count(coupling):
-    with pytest.raises(ValueError, match=r"Expected inputs of shape \[batch, 5\], got \[4, 6\]"):
-        coupling(torch.randn(4, 6), context=torch.randn(4, 3))
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ([4, 6], "[batch, 5]"),
+        ([4, 6, 2, 2], "[batch, 5, ...]"),
+        ([5], "[batch, 5] or [batch, 5, ...]"),
+    ],
+)
+def test_wrong_feature_count(coupling, shape, expected):
+    expected = f"Expected inputs of shape {expected}, got {shape}."
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        coupling(torch.randn(*shape), context=torch.randn(shape[0], 3))
 
 
 def test_wrong_context_width(coupling):

@@ -6,12 +6,16 @@ log-det against ``slogdet`` of the autograd Jacobian in float64 (with weights
 randomised away from the near-identity initialisation), that the context
 changes the output, and that a ``torch.save``/``torch.load`` round trip of the
 whole module after a forward pass gives the same outputs and log-dets.
+
+Inputs are ``[batch, features]`` or ``[batch, *shape]`` (e.g. images
+``[batch, C, H, W]``); for the Jacobian a sample's dimensions are flattened, so
+``det`` is that of the ``[numel, numel]`` matrix ``d vec(f(x)) / d vec(x)``.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from nflows.transforms.base import Transform
@@ -28,7 +32,12 @@ def randomise_parameters(transform: torch.nn.Module, scale: float = 0.5, seed: i
 
 
 def jacobian_logdet(transform: Transform, inputs: Tensor, context: Tensor | None) -> Tensor:
-    """Per-sample ``log|det df/dx|`` from the autograd Jacobian, one sample at a time."""
+    """Per-sample ``log|det df/dx|`` from the autograd Jacobian, one sample at a time.
+
+    A sample of any shape is flattened: the Jacobian of shape ``[*shape, *shape]``
+    is reshaped to the square ``[numel, numel]`` matrix (the same row-major order on
+    both sides), whose determinant is the transform's volume change.
+    """
     logdets = []
     for index in range(inputs.shape[0]):
         row_context = None if context is None else context[index : index + 1]
@@ -37,6 +46,9 @@ def jacobian_logdet(transform: Transform, inputs: Tensor, context: Tensor | None
             return transform(row[None], context=row_context)[0][0]
 
         jacobian = torch.autograd.functional.jacobian(f, inputs[index])
+        size = inputs[index].numel()
+        assert jacobian.shape == (*inputs[index].shape, *inputs[index].shape)
+        jacobian = jacobian.reshape(size, size)
         logdets.append(torch.linalg.slogdet(jacobian).logabsdet)
     return torch.stack(logdets)
 
@@ -49,22 +61,31 @@ def save_and_load(module: torch.nn.Module) -> torch.nn.Module:
     return torch.load(buffer, weights_only=False)  # a whole module is not weights only
 
 
+def _sample_shape(size: int | Sequence[int]) -> tuple[int, ...]:
+    return (size,) if isinstance(size, int) else tuple(size)
+
+
 def check_transform(
     make: Callable[[], Transform],
-    features: int,
-    context_features: int | None,
+    features: int | Sequence[int],
+    context_features: int | Sequence[int] | None,
     *,
     batch: int = 6,
 ) -> None:
-    """Run every harness check on the transform built by ``make`` (float32 and float64)."""
+    """Run every harness check on the transform built by ``make`` (float32 and float64).
+
+    ``features`` is the width of ``[batch, features]`` inputs or the shape of one
+    sample (``(C, H, W)`` for images); ``context_features`` likewise for the
+    context (``None``: no context).
+    """
+    shape = _sample_shape(features)
+    context_shape = None if context_features is None else _sample_shape(context_features)
     for dtype in (torch.float32, torch.float64):
         torch.manual_seed(3)
         transform = make().to(dtype)
         randomise_parameters(transform)
-        inputs = torch.randn(batch, features, dtype=dtype)
-        context = (
-            None if context_features is None else torch.randn(batch, context_features, dtype=dtype)
-        )
+        inputs = torch.randn(batch, *shape, dtype=dtype)
+        context = None if context_shape is None else torch.randn(batch, *context_shape, dtype=dtype)
         outputs, logabsdet = transform(inputs, context=context)
         assert outputs.shape == inputs.shape and outputs.dtype == dtype
         assert logabsdet.shape == (batch,) and logabsdet.dtype == dtype
