@@ -26,6 +26,7 @@ from nflows.transforms.base import Transform
 from torch import Tensor
 
 from gsmflow_nflows._checks import check_matrix, check_positive, check_same_batch
+from gsmflow_nflows.losses.prototype import class_means
 
 __all__ = [
     "SemanticShiftTransform",
@@ -98,15 +99,17 @@ def pooled_within_class_std(features: Tensor, labels: Tensor, num_classes: int) 
         >>> pooled_within_class_std(x, torch.tensor([0, 0, 1, 1]), 2).tolist()  # sqrt(4 / 2)
         [1.4142135623730951]
     """
+    deviations = _within_class_residuals(features, labels, num_classes)
+    dof = deviations.shape[0] - num_classes
+    dof = dof if dof > 0 else deviations.shape[0]
+    return (deviations.square().sum(dim=0) / dof).sqrt().to(features.device)
+
+
+def _within_class_residuals(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """``x_i - mean_{y_i}`` in float64 (on the CPU for MPS), every class's own mean removed."""
     x = features.to(float64_device(features.device), torch.float64)
     labels = labels.to(x.device).long()
-    sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device)
-    sums.index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(x.dtype)
-    deviations = x - (sums / counts[:, None])[labels]
-    dof = x.shape[0] - num_classes
-    dof = dof if dof > 0 else x.shape[0]
-    return (deviations.square().sum(dim=0) / dof).sqrt().to(features.device)
+    return x - class_means(x, labels, num_classes)[labels]
 
 
 def residual_scale(
@@ -196,13 +199,10 @@ def residual_shrinkage(
     if num_classes < 2:
         raise ValueError(f"residual_shrinkage needs at least 2 classes, got {num_classes}.")
     folds = min(int(folds), num_classes)
-    device = float64_device(features.device)
-    x = features.to(device, torch.float64)
+    residuals = _within_class_residuals(features, labels, num_classes)
+    device = residuals.device
+    residuals = residuals / scale.to(device, torch.float64)
     labels = labels.to(device).long()
-    sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=device)
-    sums.index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(x.dtype)
-    residuals = (x - (sums / counts[:, None])[labels]) / scale.to(device, torch.float64)
     lambdas = torch.linspace(0.0, 1.0, grid, dtype=torch.float64, device=device)
     total = torch.zeros(grid, dtype=torch.float64, device=device)
     group = labels % folds

@@ -60,19 +60,28 @@ def test_mean_conditioned_flow_passes_the_harness():
     check_transform(make, features=6, context_features=3)
 
 
-def test_mean_conditioned_flow_samples_around_the_means():
+def _mean_flow(**options):
+    """A mean-conditioned flow of 8-d features for 5 classes (3 seen), and each class's mean.
+
+    The means: the seen classes' own, the unseen ones' the ridge prediction.
+    """
     classes = torch.rand(5, 4)
     seen_means = torch.randn(3, 8) * 3
     weight, bias = fit_ridge_map(classes[:3], seen_means)
     flow = build_gsmflow(
         8, classes, num_blocks=2, hidden_features=8, conditioning="mean",
-        semantic_mean=(weight, bias), known_means=(classes[:3], seen_means),
+        semantic_mean=(weight, bias), known_means=(classes[:3], seen_means), **options,
     )  # fmt: skip
+    expected = torch.cat([seen_means, classes[3:].double() @ weight + bias]).float()
+    return flow, classes, expected
+
+
+def test_mean_conditioned_flow_samples_around_the_means():
+    flow, classes, expected = _mean_flow()
     generator = torch.Generator().manual_seed(0)
     features, labels = generate_features(flow, classes, 4000, generator=generator)
     centres = torch.stack([features[labels == c].mean(0) for c in range(5)])
     # seen classes: their own means; unseen: the ridge prediction (the couplings start near 0)
-    expected = torch.cat([seen_means, classes[3:].double() @ weight + bias]).float()
     torch.testing.assert_close(centres, expected, atol=0.15, rtol=0)
 
 
@@ -126,15 +135,8 @@ def test_residual_scale_is_the_pooled_std_with_a_floor():
 
 
 def test_generated_classes_are_centred_on_their_semantic_means():
-    classes = torch.rand(5, 4)
-    seen_means = torch.randn(3, 8) * 3
-    weight, bias = fit_ridge_map(classes[:3], seen_means)
-    flow = build_gsmflow(
-        8, classes, num_blocks=2, hidden_features=8, conditioning="mean",
-        semantic_mean=(weight, bias), known_means=(classes[:3], seen_means),
-        init_scale=0.3,  # far from the identity: the raw samples' means drift
-    )  # fmt: skip
-    expected = torch.cat([seen_means, classes[3:].double() @ weight + bias]).float()
+    # far from the identity: the raw samples' means drift
+    flow, classes, expected = _mean_flow(init_scale=0.3)
 
     def centres(**kwargs):
         generator = torch.Generator().manual_seed(0)
