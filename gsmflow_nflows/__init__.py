@@ -1,7 +1,8 @@
 """GSMFlow for generalized zero-shot learning, built on nflows.
 
 The public API: the semantic-conditioned coupling transform, the relative
-positioning encoder, the one-call model factory and feature generation.
+positioning encoder, the one-call model factory and feature generation, and the
+exceptions raised for problems a user can fix (:mod:`gsmflow_nflows.errors`).
 
 References:
     Chen et al., "GSMFlow: Generation Shifts Mitigating Flow for Generalized
@@ -11,6 +12,13 @@ References:
 __version__ = "0.1.0"
 
 from gsmflow_nflows.context_groups import ContextGroups
+from gsmflow_nflows.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    GSMFlowError,
+    WriteError,
+)
 from gsmflow_nflows.model import build_gsmflow, generate_features, glow_block
 from gsmflow_nflows.semantic import RelativePositioningEncoder, select_anchors
 from gsmflow_nflows.transforms import (
@@ -20,10 +28,15 @@ from gsmflow_nflows.transforms import (
 )
 
 __all__ = [
+    "CheckpointError",
+    "ConfigError",
     "ContextGroups",
+    "DatasetError",
+    "GSMFlowError",
     "RelativePositioningEncoder",
     "SemanticAffineCouplingTransform",
     "SemanticCouplingNet",
+    "WriteError",
     "build_gsmflow",
     "generate_features",
     "glow_block",

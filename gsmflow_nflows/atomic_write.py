@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from gsmflow_nflows.errors import WriteError
+
 __all__ = [
     "WriteError",
     "check_writable",
@@ -48,13 +50,6 @@ _DESCRIPTOR = re.compile(
 )
 _STANDARD = {"stdin": 0, "stdout": 1, "stderr": 2}
 _FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-
-class WriteError(OSError):
-    """An output that cannot be written; the message names the file, the reason and a fix."""
-
-    #: The bare reason of a failed write ("No space left on device"), when there is one.
-    reason: str | None = None
 
 
 class _RecordingFile(io.FileIO):
@@ -144,7 +139,7 @@ def check_writable(path: str | Path) -> None:
         >>> check_writable("/no/such/folder/out.json")
         Traceback (most recent call last):
         ...
-        gsmflow_nflows.atomic_write.WriteError: cannot write /no/such/folder/out.json: folder \
+        gsmflow_nflows.errors.WriteError: cannot write /no/such/folder/out.json: folder \
 /no/such/folder does not exist.
     """
     target = Path(path).expanduser()

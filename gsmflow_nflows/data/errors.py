@@ -1,18 +1,17 @@
-"""The one exception type the data layer raises for problems a user can fix."""
+"""The data layer's exceptions: :class:`DatasetError` for problems a user can fix, a warning.
 
+``DatasetError`` is defined in :mod:`gsmflow_nflows.errors` (a ``GSMFlowError`` and a
+``ValueError``) and importable from here as before.
 
-class DatasetError(ValueError):
-    """A user-facing data problem: a missing file or key, a malformed array, a failed download.
+Example:
+    >>> from gsmflow_nflows.data.errors import DatasetError
+    >>> issubclass(DatasetError, ValueError)
+    True
+"""
 
-    The message is one line that names the file (or URL), the problem and the fix, so that the
-    command line can print it as is.
+from gsmflow_nflows.errors import DatasetError
 
-    Example:
-        >>> raise DatasetError("APY/res101.mat: missing key 'labels'; re-download the dataset")
-        Traceback (most recent call last):
-        ...
-        gsmflow_nflows.data.errors.DatasetError: APY/res101.mat: missing key 'labels'; ...
-    """
+__all__ = ["DatasetError", "DatasetWarning"]
 
 
 class DatasetWarning(UserWarning):

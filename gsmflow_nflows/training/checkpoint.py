@@ -8,12 +8,11 @@ from typing import Any
 import torch
 
 from gsmflow_nflows.atomic_write import write_atomically, write_with_fallback
+from gsmflow_nflows.errors import CheckpointError
+
+__all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gsmflow-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot continue this run (corrupt, foreign or mismatched)."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *, fallback: bool = False) -> None:
