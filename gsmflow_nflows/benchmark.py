@@ -14,6 +14,7 @@ from typing import Any
 
 from gsmflow_nflows import __version__
 from gsmflow_nflows.data import GZSLData, load_dataset
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.evaluation.baselines import BASELINES, run_baselines
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, run_protocol
 from gsmflow_nflows.training.config import GSMFlowConfig
@@ -56,7 +57,7 @@ class BenchRequest:
 def seeds_from(base: int, count: int) -> tuple[int, ...]:
     """``count`` seeds starting at ``base``: ``base, base + 1, ...``."""
     if not isinstance(count, int) or count < 1:
-        raise ValueError(f"--seeds must be a positive integer, got {count!r}.")
+        raise ConfigError(f"--seeds must be a positive integer, got {count!r}.")
     return tuple(base + offset for offset in range(count))
 
 
@@ -119,13 +120,13 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
         >>> round(result["mean"]["H"], 3)  # doctest: +SKIP
     """
     if request.protocol not in PROTOCOLS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown protocol {request.protocol!r}; choose from {', '.join(PROTOCOLS)}."
         )
     if request.precision not in ("fp32", "bf16"):
-        raise ValueError(f"Unknown precision {request.precision!r}; choose fp32 or bf16.")
+        raise ConfigError(f"Unknown precision {request.precision!r}; choose fp32 or bf16.")
     if request.calibrate and request.protocol != "final":
-        raise ValueError(
+        raise ConfigError(
             f"--calibrate works with --protocol final only, not {request.protocol!r} "
             "(its offset is chosen on the validation split); drop one of them."
         )

@@ -53,7 +53,7 @@ class ConfigError(GSMFlowError, ValueError):
 
     Example:
         >>> try:
-        ...     raise ConfigError("Unknown preset 'huge'; choose from default, quick, paper, smoke.")
+        ...     raise ConfigError("Unknown preset 'huge'; choose from default, quick.")
         ... except ValueError as error:
         ...     print(type(error).__name__, isinstance(error, GSMFlowError))
         ConfigError True

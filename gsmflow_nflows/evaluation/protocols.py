@@ -28,6 +28,7 @@ import torch
 from nflows.flows.base import Flow
 
 from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.evaluation.calibration import calibrated_predict, choose_calibration
 from gsmflow_nflows.evaluation.classifier import classifier_epochs, train_softmax_classifier
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
@@ -252,9 +253,9 @@ def run_protocol(
         The :class:`ProtocolResult`.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
+        raise ConfigError(f"Unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
     if calibrate and protocol != "final":
-        raise ValueError(
+        raise ConfigError(
             f"calibrated stacking is offered with protocol 'final' only, not {protocol!r}; "
             "drop --calibrate or use --protocol final."
         )

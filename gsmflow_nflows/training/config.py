@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.model import CONDITIONINGS, PERMUTATIONS
 
 ABLATIONS = ("mining", "positioning", "prototype", "perturbation")
@@ -19,16 +20,16 @@ ABLATIONS = ("mining", "positioning", "prototype", "perturbation")
 
 def _positive_int(owner: str, name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}.")
+        raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}.")
 
 
 def _number(owner: str, name: str, value: object, *, positive: bool = False) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}.")
+        raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}.")
     if positive and value <= 0:
-        raise ValueError(f"{owner}.{name} must be > 0, got {value!r}.")
+        raise ConfigError(f"{owner}.{name} must be > 0, got {value!r}.")
     if value < 0:
-        raise ValueError(f"{owner}.{name} must be >= 0, got {value!r}.")
+        raise ConfigError(f"{owner}.{name} must be >= 0, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -63,17 +64,17 @@ class ModelConfig:
             _positive_int("model", name, getattr(self, name))
         _number("model", "clamp", self.clamp, positive=True)
         if self.conditioning not in CONDITIONINGS:
-            raise ValueError(
+            raise ConfigError(
                 f"model.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}."
             )
         _number("model", "mean_ridge_alpha", self.mean_ridge_alpha, positive=True)
         for name in ("scale_residual", "shrink_residual"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(
+                raise ConfigError(
                     f"model.{name} must be true or false, got {getattr(self, name)!r}."
                 )
         if self.permutation not in PERMUTATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"model.permutation must be one of {PERMUTATIONS}, got {self.permutation!r}."
             )
 
@@ -110,7 +111,7 @@ class FlowTrainingConfig:
             _number("training", name, getattr(self, name))
         _number("training", "perturbation_dropout", self.perturbation_dropout)
         if self.perturbation_dropout >= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"training.perturbation_dropout must be < 1, got {self.perturbation_dropout}."
             )
 
@@ -151,7 +152,7 @@ class MiningConfig:
         for name in ("relation_weight_decay", "momentum", "entropy_weight"):
             _number("mining", name, getattr(self, name))
         if not isinstance(self.loops, int) or self.loops < 0:
-            raise ValueError(f"mining.loops must be an integer >= 0, got {self.loops!r}.")
+            raise ConfigError(f"mining.loops must be an integer >= 0, got {self.loops!r}.")
 
 
 @dataclass(frozen=True)
@@ -182,12 +183,12 @@ class EvaluationConfig:
         _number("evaluation", "classifier_lr", self.classifier_lr, positive=True)
         _number("evaluation", "classifier_weight_decay", self.classifier_weight_decay)
         if not isinstance(self.classifier_min_steps, int) or self.classifier_min_steps < 0:
-            raise ValueError(
+            raise ConfigError(
                 "evaluation.classifier_min_steps must be an integer >= 0, "
                 f"got {self.classifier_min_steps!r}."
             )
         if not isinstance(self.eval_start, int) or self.eval_start < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"evaluation.eval_start must be an integer >= 0, got {self.eval_start!r}."
             )
 
@@ -222,13 +223,13 @@ class GSMFlowConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}.")
 
     def ablate(self, components: list[str] | tuple[str, ...]) -> GSMFlowConfig:
         """A copy with the named components switched off (see ``ABLATIONS``)."""
         unknown = sorted(set(components) - set(ABLATIONS))
         if unknown:
-            raise ValueError(f"Unknown ablation {unknown}; choose from {', '.join(ABLATIONS)}.")
+            raise ConfigError(f"Unknown ablation {unknown}; choose from {', '.join(ABLATIONS)}.")
         config = self
         if "mining" in components:
             config = dataclasses.replace(
@@ -274,4 +275,4 @@ class GSMFlowConfig:
                 raise TypeError(f"unexpected keys {sorted(extra)}")
             return cls(**kwargs)
         except TypeError as error:
-            raise ValueError(f"Not a GSMFlow config: {error}.") from None
+            raise ConfigError(f"Not a GSMFlow config: {error}.") from None

@@ -17,6 +17,7 @@ import dataclasses
 import math
 
 from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.training.config import (
     EvaluationConfig,
     FlowTrainingConfig,
@@ -166,7 +167,7 @@ def generic_config(data: GZSLData, size: str = "default") -> GSMFlowConfig:
         'mean'
     """
     if size not in _DEFAULT_ITERATIONS:
-        raise ValueError(f"Unknown size {size!r}; choose default or quick.")
+        raise ConfigError(f"Unknown size {size!r}; choose default or quick.")
     dim, num_train = data.feature_dim, data.num_train
     hidden = min(512, max(64, 2 * dim))
     if size == "quick":
@@ -269,7 +270,7 @@ def preset_config(name: str, data: GZSLData, kind: str = "default") -> GSMFlowCo
         5
     """
     if kind not in PRESET_KINDS:
-        raise ValueError(f"Unknown preset {kind!r}; choose from {', '.join(PRESET_KINDS)}.")
+        raise ConfigError(f"Unknown preset {kind!r}; choose from {', '.join(PRESET_KINDS)}.")
     if kind == "paper":
         key = name.lower()
         if key in PAPER_PRESETS:

@@ -11,6 +11,7 @@ from nflows.flows.base import Flow
 from torch import Tensor
 
 from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.losses import (
     BoundarySampleMiner,
     PrototypeLoss,
@@ -46,9 +47,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"Unknown device {device!r}; use cpu, cuda or cuda:N.") from None
+        raise ConfigError(f"Unknown device {device!r}; use cpu, cuda or cuda:N.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise ConfigError(
             f"Device {device!r} asked for, but CUDA is not available; use --device cpu."
         )
     return resolved
@@ -94,19 +95,19 @@ class GSMFlowTrainer:
         checkpoint_every: int = 1000,
     ) -> None:
         if precision not in ("fp32", "bf16"):
-            raise ValueError(f"Unknown precision {precision!r}; choose fp32 or bf16.")
+            raise ConfigError(f"Unknown precision {precision!r}; choose fp32 or bf16.")
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint_every must be a positive integer, got {checkpoint_every!r}."
             )
         training = config.training
         if training.batch_size > data.num_train:
-            raise ValueError(
+            raise ConfigError(
                 f"training.batch_size {training.batch_size} is larger than the training set "
                 f"({data.num_train} samples); choose a batch size <= {data.num_train}."
             )
         if config.mining.enabled and config.mining.relation_batch_size > data.num_train:
-            raise ValueError(
+            raise ConfigError(
                 f"mining.relation_batch_size {config.mining.relation_batch_size} is larger than "
                 f"the training set ({data.num_train}); choose <= {data.num_train}."
             )
