@@ -374,29 +374,41 @@ def download_dataset(
         )
     info = KNOWN_DATASETS[key]
     root_dir = Path(root).expanduser() if root is not None else default_data_root()
-    target = root_dir / info.folder
-    if (target / FEATURES_FILE).is_file() and (target / "att_splits.mat").is_file() and not force:
-        return target
-    source = url or info.url
-    if not source or urllib.parse.urlparse(source).scheme not in ("http", "https"):
-        raise DatasetError(f"{name}: download URL must be http(s), got {source!r}; pass --url")
-    offline_hint = (
-        f"without network access, fetch {source} on another machine and copy its folder "
-        f"{info.folder} (res101.mat, att_splits.mat) to {target}"
-    )
-    if target.exists() and not target.is_dir():
-        raise DatasetError(
-            f"{target}: a file is in the way of the dataset folder; move it away and run again"
-        )
-    cache = root_dir / _DOWNLOADS
-    archive = _archive_path(cache, source)
     try:
-        if not archive.is_file():
-            _make_dirs(cache, root_dir)
-            _fetch(source, archive, progress=progress, timeout=timeout, offline_hint=offline_hint)
-            _verify_archive(archive, size=size, sha256=sha256 or info.sha256)
-        _extract(archive, info.folder, target)
-    finally:
-        if cache.is_dir() and not any(cache.iterdir()):
-            cache.rmdir()
-    return target
+        target = root_dir / info.folder
+        if (
+            (target / FEATURES_FILE).is_file()
+            and (target / "att_splits.mat").is_file()
+            and not force
+        ):
+            return target
+        source = url or info.url
+        if not source or urllib.parse.urlparse(source).scheme not in ("http", "https"):
+            raise DatasetError(f"{name}: download URL must be http(s), got {source!r}; pass --url")
+        offline_hint = (
+            f"without network access, fetch {source} on another machine and copy its folder "
+            f"{info.folder} (res101.mat, att_splits.mat) to {target}"
+        )
+        if target.exists() and not target.is_dir():
+            raise DatasetError(
+                f"{target}: a file is in the way of the dataset folder; move it away and run again"
+            )
+        cache = root_dir / _DOWNLOADS
+        archive = _archive_path(cache, source)
+        try:
+            if not archive.is_file():
+                _make_dirs(cache, root_dir)
+                _fetch(
+                    source, archive, progress=progress, timeout=timeout, offline_hint=offline_hint
+                )
+                _verify_archive(archive, size=size, sha256=sha256 or info.sha256)
+            _extract(archive, info.folder, target)
+        finally:
+            if cache.is_dir() and not any(cache.iterdir()):
+                cache.rmdir()
+        return target
+    except OSError as exc:  # a local failure not worded above (e.g. a folder one cannot read)
+        raise DatasetError(
+            f"{key}: {_reason(exc)}; check that the data root {root_dir} is a folder you can "
+            "read and write, and that the disk has free space"
+        ) from exc

@@ -193,27 +193,40 @@ def load_dataset(
     """
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     key = name.strip().lower()
-    options = {"split": split, "semantic": semantic, "preprocess": preprocess}
-    if key in _BUILTIN:
-        info, write, recipe = _BUILTIN[key]
-        _ensure_generated(root, info.folder, write, recipe)
-        return load_xlsa17(root, info.folder, **options)
-    if key in KNOWN_DATASETS:
-        info = KNOWN_DATASETS[key]
-        folder = find_dataset_dir(root, info.folder)
-        if folder is None or not (folder / FEATURES_FILE).is_file():
-            raise DatasetError(
-                f"dataset {key!r} not found in {root / info.folder}: run `gsmflow download {key} "
-                f"--root {root}` or copy its folder (res101.mat, att_splits.mat) there"
-            )
-        return load_xlsa17(root, folder.name, **options)
-    if name and "/" not in name and "\\" not in name and find_dataset_dir(root, name) is not None:
-        return load_xlsa17(root, name, **options)
-    known = ", ".join([*KNOWN_DATASETS, *_BUILTIN])
-    raise DatasetError(
-        f"unknown dataset {name!r}: not one of {known} and no folder {name!r} in {root}; "
-        f"pass --data-root DIR (or data_root=) pointing at the folder that holds it"
-    )
+    try:
+        options = {"split": split, "semantic": semantic, "preprocess": preprocess}
+        if key in _BUILTIN:
+            info, write, recipe = _BUILTIN[key]
+            _ensure_generated(root, info.folder, write, recipe)
+            return load_xlsa17(root, info.folder, **options)
+        if key in KNOWN_DATASETS:
+            info = KNOWN_DATASETS[key]
+            folder = find_dataset_dir(root, info.folder)
+            if folder is None or not (folder / FEATURES_FILE).is_file():
+                raise DatasetError(
+                    f"dataset {key!r} not found in {root / info.folder}: run "
+                    f"`gsmflow download {key} --root {root}` or copy its folder "
+                    "(res101.mat, att_splits.mat) there"
+                )
+            return load_xlsa17(root, folder.name, **options)
+        if (
+            name
+            and "/" not in name
+            and "\\" not in name
+            and find_dataset_dir(root, name) is not None
+        ):
+            return load_xlsa17(root, name, **options)
+        known = ", ".join([*KNOWN_DATASETS, *_BUILTIN])
+        raise DatasetError(
+            f"unknown dataset {name!r}: not one of {known} and no folder {name!r} in {root}; "
+            f"pass --data-root DIR (or data_root=) pointing at the folder that holds it"
+        )
+    except OSError as exc:  # an unreadable or unwritable data root, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise DatasetError(
+            f"dataset {name!r}: cannot use the data root {root} ({where}{exc.strerror or exc}); "
+            "pass data_root= a folder you can read and write, with free disk space"
+        ) from exc
 
 
 def dataset_status(info: DatasetInfo, root: str | Path | None = None) -> tuple[str, str]:
