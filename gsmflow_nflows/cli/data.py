@@ -12,7 +12,6 @@ from gsmflow_nflows.data import (
     DIGITS_INFO,
     KNOWN_DATASETS,
     SYNTHETIC_INFO,
-    DatasetError,
     dataset_status,
     default_data_root,
     download_dataset,
@@ -56,17 +55,10 @@ _ROOT_HELP = "Data root (default: $GSMFLOW_DATA or ~/.cache/gsmflow)."
 def download(dataset: str, root: Path | None, url: str | None, force: bool) -> None:
     """Download DATASET (apy, awa1, awa2, cub, sun, flo) into the data root."""
     bar = _StderrBar()
-    try:
+    try:  # a DatasetError becomes one Error: line in the group (GSMFlowGroup)
         folder = download_dataset(dataset, root=root, url=url, progress=bar, force=force)
-    except DatasetError as exc:
+    finally:
         bar.close()
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:  # a local failure the library did not word (it words the known ones)
-        bar.close()
-        raise click.ClickException(
-            f"{dataset}: {exc}; check the data root (--root) and free disk space"
-        ) from None
-    bar.close()
     click.echo(f"{dataset.lower()}: ready in {folder}")
 
 

@@ -23,18 +23,15 @@ from gsmflow_nflows.benchmark import (
     run_bench,
     seeds_from,
 )
-from gsmflow_nflows.cli.main import main
-from gsmflow_nflows.data import DatasetError, load_dataset
+from gsmflow_nflows.cli.main import debug_requested, error_line, main
+from gsmflow_nflows.data import load_dataset
+from gsmflow_nflows.errors import CheckpointError, GSMFlowError
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow
 from gsmflow_nflows.model import generate_features
-from gsmflow_nflows.training.checkpoint import CheckpointError
 from gsmflow_nflows.training.config import ABLATIONS
 from gsmflow_nflows.training.model_io import load_model, save_model
 from gsmflow_nflows.training.presets import PRESET_KINDS
 from gsmflow_nflows.training.trainer import GSMFlowTrainer, resolve_device
-
-#: Errors shown as one ``Error:`` line (a failed write is an ``OSError``: ``WriteError``).
-USER_ERRORS = (DatasetError, CheckpointError, ValueError, OSError)
 
 #: The largest ``--seed``: torch takes up to 2**64 - 1; 32 bits also suit numpy-style seeds.
 MAX_SEED = 2**32 - 1
@@ -42,13 +39,18 @@ MAX_SEED = 2**32 - 1
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's user-facing errors into one ``Error: ...`` line and exit code 1."""
+    """Turn a :class:`~gsmflow_nflows.errors.GSMFlowError` into one ``Error: ...`` line, exit 1.
+
+    Nothing else is caught: any other exception is a bug and keeps its traceback
+    (see :class:`~gsmflow_nflows.cli.main.GSMFlowGroup`). With ``gsmflow --debug``
+    the error goes through to the group, which prints its traceback first.
+    """
     try:
         yield
-    except USER_ERRORS as error:
-        raise click.ClickException(
-            str(error).splitlines()[0] if str(error) else repr(error)
-        ) from None
+    except GSMFlowError as error:
+        if debug_requested():
+            raise
+        raise click.ClickException(error_line(error)) from None
 
 
 class ProgressLine:
@@ -392,7 +394,7 @@ def _check_model_matches(meta: dict[str, Any], data) -> None:
         for key in ("seen_classes", "unseen_classes", "seen_embeddings", "unseen_embeddings")
     )
     if not same:
-        raise ValueError(
+        raise CheckpointError(
             f"the model was trained on {meta['dataset']} ({meta['feature_dim']}-d features), "
             f"not on {data.name} ({data.feature_dim}-d features, other classes or class "
             "vectors); evaluate it on its own dataset."
