@@ -57,7 +57,7 @@ class BenchRequest:
 def seeds_from(base: int, count: int) -> tuple[int, ...]:
     """``count`` seeds starting at ``base``: ``base, base + 1, ...``."""
     if not isinstance(count, int) or count < 1:
-        raise ConfigError(f"--seeds must be a positive integer, got {count!r}.")
+        raise ConfigError(f"count (of seeds) must be a positive integer, got {count!r}.")
     return tuple(base + offset for offset in range(count))
 
 
@@ -127,7 +127,7 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> d
         raise ConfigError(f"Unknown precision {request.precision!r}; choose fp32 or bf16.")
     if request.calibrate and request.protocol != "final":
         raise ConfigError(
-            f"--calibrate works with --protocol final only, not {request.protocol!r} "
+            f"calibrate=True needs protocol 'final', not {request.protocol!r} "
             "(its offset is chosen on the validation split); drop one of them."
         )
     device = resolve_device(request.device)

@@ -133,6 +133,15 @@ def check_resume(resume: bool, checkpoint_dir: Path | None) -> None:
         raise click.UsageError("--resume needs --checkpoint-dir (where the interrupted run saved).")
 
 
+def check_calibrate(calibrate: bool, protocol: str) -> None:
+    """``--calibrate`` chooses its offset on the validation split: protocol final only."""
+    if calibrate and protocol != "final":
+        raise click.UsageError(
+            f"--calibrate works with --protocol final only, not {protocol!r} "
+            "(its offset is chosen on the validation split); drop one of them."
+        )
+
+
 def _ablations(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
@@ -251,6 +260,7 @@ def bench(
     --no-baselines.
     """
     check_resume(resume, checkpoint_dir)
+    check_calibrate(calibrate, protocol)
     if seed + num_seeds - 1 > MAX_SEED:
         raise click.BadParameter(
             f"--seed {seed} with --seeds {num_seeds} runs seeds up to {seed + num_seeds - 1}, "

@@ -76,7 +76,7 @@ def _make_dirs(path: Path, root: Path) -> None:
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file, not a folder" if blocker is not None else _reason(exc)
         raise DatasetError(
-            f"{root}: cannot use it as the data root ({why}); pass --root (root=) a folder "
+            f"{root}: cannot use it as the data root ({why}); pass root= a folder "
             f"path you can write to"
         ) from exc
 
@@ -106,7 +106,7 @@ def _fetch(
             return _fetch(url, dest, progress=progress, timeout=timeout,
                           offline_hint=offline_hint, _retry=False)  # fmt: skip
         raise DatasetError(
-            f"{url}: server answered HTTP {exc.code} {exc.reason}; check the URL (--url)"
+            f"{url}: server answered HTTP {exc.code} {exc.reason}; check the URL (url=)"
         ) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -365,7 +365,7 @@ def download_dataset(
     if key in (DIGITS_INFO.name, SYNTHETIC_INFO.name):
         raise DatasetError(
             f"{key!r} is built in: it is generated on first use, nothing to download; "
-            f"use it directly (e.g. gsmflow bench --dataset {key})"
+            f"use it directly: load_dataset({key!r}), or `gsmflow bench --dataset {key}`"
         )
     if key not in KNOWN_DATASETS:
         raise DatasetError(
@@ -384,7 +384,9 @@ def download_dataset(
             return target
         source = url or info.url
         if not source or urllib.parse.urlparse(source).scheme not in ("http", "https"):
-            raise DatasetError(f"{name}: download URL must be http(s), got {source!r}; pass --url")
+            raise DatasetError(
+                f"{name}: download URL must be http(s), got {source!r}; pass url= an http(s) URL"
+            )
         offline_hint = (
             f"without network access, fetch {source} on another machine and copy its folder "
             f"{info.folder} (res101.mat, att_splits.mat) to {target}"

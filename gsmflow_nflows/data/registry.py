@@ -205,8 +205,8 @@ def load_dataset(
             if folder is None or not (folder / FEATURES_FILE).is_file():
                 raise DatasetError(
                     f"dataset {key!r} not found in {root / info.folder}: run "
-                    f"`gsmflow download {key} --root {root}` or copy its folder "
-                    "(res101.mat, att_splits.mat) there"
+                    f"`gsmflow download {key} --root {root}` (in Python: download_dataset("
+                    f"{key!r}, root=...)) or copy its folder (res101.mat, att_splits.mat) there"
                 )
             return load_xlsa17(root, folder.name, **options)
         if (
@@ -219,7 +219,7 @@ def load_dataset(
         known = ", ".join([*KNOWN_DATASETS, *_BUILTIN])
         raise DatasetError(
             f"unknown dataset {name!r}: not one of {known} and no folder {name!r} in {root}; "
-            f"pass --data-root DIR (or data_root=) pointing at the folder that holds it"
+            "point data_root at the folder that holds it"
         )
     except OSError as exc:  # an unreadable or unwritable data root, a full disk
         where = f"{exc.filename}: " if exc.filename else ""

@@ -36,10 +36,9 @@ FEATURES_FILE = "res101.mat"
 _SPLITS = ("test", "val")
 #: The dtype every array of the loaded dataset is used in (GZSLData holds float32 tensors).
 _USE_DTYPE = np.float32
-#: What a user of the validation split can do instead, in Python and on the command line.
-_USE_TEST = (
-    "use the test split (split='test'; with `gsmflow bench`: no --protocol val, no --calibrate)"
-)
+#: What a user of the validation split can do instead (a benchmark's protocol 'final' uses
+#: the test split, unless calibrate=True).
+_USE_TEST = "use the test split (split='test'; in a benchmark: protocol 'final', no calibrate)"
 
 
 def splits_file_name(semantic: str) -> str:

@@ -257,7 +257,7 @@ def run_protocol(
     if calibrate and protocol != "final":
         raise ConfigError(
             f"calibrated stacking is offered with protocol 'final' only, not {protocol!r}; "
-            "drop --calibrate or use --protocol final."
+            "pass calibrate=False or protocol='final'."
         )
     started = time.perf_counter()
 

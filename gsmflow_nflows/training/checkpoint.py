@@ -55,12 +55,12 @@ def load_checkpoint(path: str | Path, *, expect: dict[str, Any]) -> dict[str, An
     except Exception as error:  # torch raises many types for a corrupt file
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(error).__name__}); "
-            "delete it or run without --resume."
+            "delete it, or start afresh instead of resuming."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a gsmflow checkpoint (format {FORMAT} expected); "
-            "delete it or run without --resume."
+            "delete it, or start afresh instead of resuming."
         )
     for key, value in expect.items():
         if state.get(key) != value:

@@ -50,7 +50,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ConfigError(f"Unknown device {device!r}; use cpu, cuda or cuda:N.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"Device {device!r} asked for, but CUDA is not available; use --device cpu."
+            f"Device {device!r} asked for, but CUDA is not available; use device='cpu'."
         )
     return resolved
 

@@ -173,7 +173,7 @@ def test_path_traversal_member_refuses_the_archive(server, tmp_path, member):
 
 def test_http_404(server, tmp_path):
     root = tmp_path / "root"
-    with pytest.raises(DatasetError, match=r"server answered HTTP 404 .*--url"):
+    with pytest.raises(DatasetError, match=r"server answered HTTP 404 .*check the URL \(url=\)"):
         download_dataset("apy", root=root, url=f"{server.url}/missing.zip")
     _assert_nothing_left(tmp_path, root)
 

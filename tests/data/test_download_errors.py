@@ -130,7 +130,7 @@ def test_root_under_a_regular_file_is_one_error_naming_it(server, tmp_path):
     line = _one_error_line(_download(root, f"{server.url}/xlsa17.zip"))
     assert line == (
         f"Error: {root}: cannot use it as the data root ({blocker} is a file, not a folder); "
-        f"pass --root (root=) a folder path you can write to"
+        f"pass root= a folder path you can write to"
     )
     assert server.log == [] and blocker.read_text() == "not a folder"
     with pytest.raises(DatasetError, match=f"{blocker} is a file"):

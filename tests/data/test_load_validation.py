@@ -158,4 +158,4 @@ def test_cli_dataset_dotdot_is_one_error_line(tmp_path):
 def test_val_split_hint_speaks_to_python_and_command_line_users(tiny_root):
     rewrite(_spl(tiny_root), drop=("train_loc", "val_loc"))
     msg = _load_error(tiny_root, split="val")
-    assert "split='test'" in msg and "--protocol val" in msg
+    assert "split='test'" in msg and "protocol 'final'" in msg

@@ -143,7 +143,7 @@ def test_load_dataset_unknown_name_lists_known(tmp_path):
     with pytest.raises(DatasetError) as info:
         load_dataset("imagenet", data_root=tmp_path)
     msg = str(info.value)
-    assert "apy, awa1, awa2, cub, sun, flo, synthetic" in msg and "--data-root" in msg
+    assert "apy, awa1, awa2, cub, sun, flo, synthetic" in msg and "point data_root at" in msg
 
 
 def test_load_dataset_known_but_absent_points_to_download(tmp_path):
