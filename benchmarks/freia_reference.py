@@ -1,6 +1,6 @@
 """The authors' GSMFlow model, written with FrEIA, as the speed baseline.
 
-This is the model of ``docs/gsmflow-spec.md`` ("The model") the way the
+This is the paper's model (Chen et al., IEEE TMM 2022) the way the
 authors' research code builds it: FrEIA ``GLOWCouplingBlock`` s in a
 ``SequenceINN``, each conditioned on the relative-positioning embedding ``h`` by
 concatenation, no permutation between blocks, every flow parameter initialised
@@ -11,7 +11,7 @@ of ``gsmflow_nflows``.
 Soft clamp: the authors' FrEIA version computed ``exp(clamp * 0.636 *
 atan(s / clamp))``; FrEIA 0.2 computes ``clamp * f(s)`` with ``f(s) = 0.636 *
 atan(s)``. We pass ``f(s) = 0.636 * atan(s / clamp)`` so that the scale is the
-spec's for any clamp (the two agree at the published clamp = 1.0).
+paper's for any clamp (the two agree at the published clamp = 1.0).
 
 References:
     Chen et al., "GSMFlow: Generation Shifts Mitigating Flow for Generalized

@@ -69,7 +69,7 @@ try:  # our trainer's step, once it exists; the local fallback below otherwise
 except ImportError:
     package_train_step = None
 
-#: aPY, as published (docs/gsmflow-spec.md).
+#: aPY's sizes (xlsa17 proposed splits) and its hyperparameters published with the paper.
 APY = {
     "classes": 32,
     "seen": 20,

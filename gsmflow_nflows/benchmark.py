@@ -67,7 +67,11 @@ def bench_config(request: BenchRequest, data: GZSLData) -> GSMFlowConfig:
 
 
 def imbalance_warning(config: GSMFlowConfig, data: GZSLData) -> str | None:
-    """A warning when generated unseen features outnumber real seen ones by far (spec pitfall)."""
+    """A warning when generated unseen features outnumber real seen ones by far (or the reverse).
+
+    The softmax classifier is trained on both; a 10-to-1 imbalance pushes its
+    predictions to one side, so that S or U collapses.
+    """
     generated = config.evaluation.samples_per_class * data.num_unseen
     ratio = generated / data.num_train
     if ratio > 10 or ratio < 0.1:

@@ -8,7 +8,7 @@ from gsmflow_nflows import ContextGroups, RelativePositioningEncoder, select_anc
 
 
 def hand_anchors(matrix: np.ndarray) -> list[int]:
-    """The spec's rule, written plainly in numpy."""
+    """The anchor rule (min, max and median row sum of cosine similarities), in plain numpy."""
     count = matrix.shape[0]
     cosine = np.zeros((count, count))
     for i in range(count):

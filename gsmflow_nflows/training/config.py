@@ -34,7 +34,7 @@ def _number(owner: str, name: str, value: object, *, positive: bool = False) -> 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The flow's shape (spec "The model" 1-2).
+    """The flow's shape: coupling blocks, their widths and clamp, the conditioning.
 
     ``conditioning="couplings"`` is the paper's model; ``"mean"`` (not in the
     paper) feeds the class vector only through a ridge regression of the seen
@@ -81,7 +81,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class FlowTrainingConfig:
-    """The flow's schedule (spec 3-5, 7).
+    """The flow's schedule: epochs, batch size, Adam, learning-rate steps, loss weights.
 
     ``iterations = floor(N_train / batch_size) * epochs`` with ``N_train`` the
     real training set before mining; the learning rate is multiplied by
@@ -127,7 +127,7 @@ class FlowTrainingConfig:
 
 @dataclass(frozen=True)
 class MiningConfig:
-    """Boundary sample mining with entropy maximisation (spec 6).
+    """Boundary sample mining with entropy maximisation (the paper's relation network stage).
 
     ``momentum`` (the reference's ``aug_mt``) is not in the published table; 0.9
     is our choice, stated in the README.
@@ -157,7 +157,7 @@ class MiningConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Feature generation and the softmax classifier (spec "Evaluation").
+    """Feature generation and the softmax classifier of the GZSL evaluation.
 
     The classifier trains ``classifier_epochs`` epochs, raised so that it takes at
     least ``classifier_min_steps`` Adam steps: a fixed epoch count gave a few

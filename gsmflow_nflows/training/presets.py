@@ -1,6 +1,8 @@
 """Presets: the paper's published hyperparameters, and defaults derived from the data.
 
-* ``paper``: the spec's published table for aPY, AWA2, CUB and FLO. AWA1
+* ``paper``: the hyperparameters published with the paper (Chen et al., "GSMFlow:
+  Generation Shifts Mitigating Flow for Generalized Zero-Shot Learning", IEEE
+  TMM 2022) for aPY, AWA2, CUB and FLO. AWA1
   takes AWA2's (same classes and attributes), SUN takes CUB's with 200
   generated features per unseen class, ``synthetic`` takes aPY's (it is
   aPY-shaped). Use it to reproduce the paper (hours on a CPU).
@@ -87,7 +89,7 @@ def _config(
     )
 
 
-#: The spec's published table (GZSL runs), row for row.
+#: The hyperparameters published with the paper for its GZSL runs, dataset by dataset.
 PAPER_PRESETS: dict[str, GSMFlowConfig] = {
     "apy": _config(5, 600, 3e-4, 1e-5, 200, 20, 0.55, 3, 0.02, 50, 200, 1e-3, 3e-6,
                    30, 20, 10, 1e-3, 1200, 20, 9000, 300, 5000, 6152),

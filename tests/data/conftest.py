@@ -25,7 +25,11 @@ TINY = {
 
 
 def shared_xlsa17() -> Path:
-    """The read-only folder of real att_splits.mat files (``../shared/data/xlsa17``)."""
+    """The read-only folder of real att_splits.mat files, when the machine has one.
+
+    ``$GSMFLOW_SHARED_DATA/xlsa17``, else ``shared/data/xlsa17`` beside the checkout; the
+    tests that need it are skipped without it.
+    """
     env = os.environ.get("GSMFLOW_SHARED_DATA")
     base = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
     return (base / "xlsa17").resolve()

@@ -1,4 +1,4 @@
-"""Presets: the spec's published table, generic defaults from the data, quick and smoke variants."""
+"""Presets: the published hyperparameters, generic defaults from the data, quick and smoke."""
 
 import dataclasses
 import math
@@ -9,10 +9,11 @@ import torch
 from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.training import PAPER_PRESETS, generic_config, preset_config
 
-# The spec's table ("Published hyperparameters"), typed in from the document.
+# The hyperparameters published with the paper (Chen et al., IEEE TMM 2022), typed in by
+# hand, independently of the package.
 # blocks, gen_nepoch, lr, wd, batch, step, gamma, proto, pi, rel_epochs, rel_batch, rel_lr,
 # rel_wd, aug_lr, loops, entropy, cls_lr, cls_batch, cls_epochs, nSample, every, start, seed
-SPEC_TABLE = {
+PUBLISHED_TABLE = {
     "apy": (5, 600, 3e-4, 1e-5, 200, 20, 0.55, 3, 0.02, 50, 200, 1e-3, 3e-6,
             30, 20, 10, 1e-3, 1200, 20, 9000, 300, 5000, 6152),
     "awa2": (3, 1000, 3e-4, 3e-6, 256, 17, 0.92, 10, 0.15, 50, 256, 3e-4, 3e-6,
@@ -52,9 +53,9 @@ def _data(num_train=1000, num_seen=5, num_unseen=3, dim=4, attributes=3):
     )
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_TABLE))
-def test_paper_presets_are_the_spec_table(name):
-    assert _row(PAPER_PRESETS[name]) == SPEC_TABLE[name]
+@pytest.mark.parametrize("name", sorted(PUBLISHED_TABLE))
+def test_paper_presets_are_the_published_table(name):
+    assert _row(PAPER_PRESETS[name]) == PUBLISHED_TABLE[name]
     model = PAPER_PRESETS[name].model
     assert (model.hidden_features, model.semantic_features, model.clamp) == (2048, 1024, 1.0)
     assert model.permutation is None and model.relative_positioning
@@ -75,7 +76,7 @@ def test_awa1_uses_awa2_settings():
                                              ("flo", 5631)])  # fmt: skip
 def test_paper_iterations_are_floor_n_over_batch_times_epochs(name, num_train):
     training = PAPER_PRESETS[name].training
-    epochs, batch = SPEC_TABLE[name][1], SPEC_TABLE[name][4]
+    epochs, batch = PUBLISHED_TABLE[name][1], PUBLISHED_TABLE[name][4]
     assert training.iterations(num_train) == math.floor(num_train / batch) * epochs
     assert training.iterations_per_epoch(num_train) == math.ceil(num_train / batch)
 
