@@ -62,12 +62,8 @@ except ImportError as error:  # FrEIA is in the `bench` extra only
     ) from error
 
 from gsmflow_nflows import build_gsmflow, generate_features
-
-try:  # our trainer's step, once it exists; the local fallback below otherwise
-    from gsmflow_nflows.losses import PrototypeLoss, VisualPerturbation
-    from gsmflow_nflows.training.step import train_step as package_train_step
-except ImportError:
-    package_train_step = None
+from gsmflow_nflows.losses import PrototypeLoss, VisualPerturbation
+from gsmflow_nflows.training.step import train_step
 
 #: aPY, as published (docs/gsmflow-spec.md).
 APY = {
@@ -180,81 +176,26 @@ def check_agreement(
 # ---------------------------------------------------------------- training steps
 
 
-def fallback_train_step(
-    flow: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    features: Tensor,
-    class_embeddings: Tensor,
-    seen_class_embeddings: Tensor,
-    seen_class_means: Tensor,
-    *,
-    perturbation: float,
-    prototype_weight: float,
-) -> Tensor:
-    """LOCAL FALLBACK, used only while ``gsmflow_nflows.training.step`` does not exist.
-
-    The same mathematics as the reference step, on our flow's transform and
-    embedding net.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    perturbed = features + perturbation * torch.randn_like(features)
-    z, logabsdet = flow._transform(perturbed, context=flow._embedding_net(class_embeddings))
-    nll = torch.mean(z.float() ** 2) / 2 - torch.mean(logabsdet.float()) / z.shape[1]
-    with torch.no_grad():
-        seen_context = flow._embedding_net(seen_class_embeddings)
-    prototypes, _ = flow._transform.inverse(
-        torch.zeros_like(seen_class_means), context=seen_context
-    )
-    prototype = nn.functional.mse_loss(prototypes.float(), seen_class_means)
-    loss = nll + prototype_weight * prototype
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-def our_step_source() -> str:
-    if package_train_step is None:
-        return "LOCAL FALLBACK in benchmarks/speed.py (gsmflow_nflows.training.step not found)"
-    return "gsmflow_nflows.training.step.train_step"
-
-
 def make_our_step(flow, optimizer, data, settings, precision) -> Callable[[Tensor], Any]:
-    """Our step on one batch: the package's ``train_step`` (``precision`` passed to
-    it), or the local fallback under ``torch.autocast`` when the package has none."""
+    """Our step on one batch: the package's ``train_step`` (``precision`` passed to it)."""
     seen_a = data.class_embeddings[data.seen]
-    if package_train_step is not None:
-        perturbation = VisualPerturbation(settings["perturbation"])
-        prototype = PrototypeLoss(settings["prototype_weight"])
+    perturbation = VisualPerturbation(settings["perturbation"])
+    prototype = PrototypeLoss(settings["prototype_weight"])
 
-        def step(batch: Tensor):
-            return package_train_step(
-                flow,
-                optimizer,
-                data.features[batch],
-                data.class_embeddings[data.labels[batch]],
-                seen_embeddings=seen_a,
-                seen_means=data.seen_class_means,
-                perturbation=perturbation,
-                prototype=prototype,
-                precision=precision,
-            )
+    def step(batch: Tensor):
+        return train_step(
+            flow,
+            optimizer,
+            data.features[batch],
+            data.class_embeddings[data.labels[batch]],
+            seen_embeddings=seen_a,
+            seen_means=data.seen_class_means,
+            perturbation=perturbation,
+            prototype=prototype,
+            precision=precision,
+        )
 
-        return step
-
-    def fallback_step(batch: Tensor):
-        with autocast_context(precision, data.features.device):
-            return fallback_train_step(
-                flow,
-                optimizer,
-                data.features[batch],
-                data.class_embeddings[data.labels[batch]],
-                seen_a,
-                data.seen_class_means,
-                perturbation=settings["perturbation"],
-                prototype_weight=settings["prototype_weight"],
-            )
-
-    return fallback_step
+    return step
 
 
 # -------------------------------------------------------------------- measuring
@@ -841,7 +782,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_description(device),
         "settings": {**sizes, **{k: v for k, v in vars(args).items() if k not in sizes}}
         | {"matmul_size": matmul_size, "reference_anchor_indices": anchors_ref},
-        "our_step": our_step_source(),
+        "our_step": "gsmflow_nflows.training.step.train_step",
         "mapping_notes": mapping_notes,
         "agreement": agreement,
         "matmul_peak_gflops": peaks,
