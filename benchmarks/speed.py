@@ -40,7 +40,7 @@ import torch
 try:
     from benchmarks.speedlib.report import add_ratios, check_targets, emit, machine_description
     from benchmarks.speedlib.rounds import Schedule, measure_variants
-    from benchmarks.speedlib.settings import resolve_settings
+    from benchmarks.speedlib.settings import APY_SEED, resolve_settings
     from benchmarks.speedlib.timing import matmul_peak
     from benchmarks.speedlib.variants import build_variants
     from benchmarks.speedlib.workload import build_workload, check_agreement
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-batch", type=int, default=3000)
     p.add_argument("--matmul-size", type=int, default=None, help="default 4096 (quick: 512)")
     p.add_argument("--matmul-repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=6152)
+    p.add_argument("--seed", type=int, default=APY_SEED, help=f"default {APY_SEED} (aPY's preset)")
     p.add_argument(
         "--profile",
         type=int,

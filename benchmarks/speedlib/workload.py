@@ -105,7 +105,7 @@ def build_workload(
         "num_blocks": settings["blocks"],
         "hidden_features": settings["hidden"],
         "semantic_features": settings["semantic"],
-        "clamp": 1.0,
+        "clamp": settings["clamp"],
     }
     flow = build_gsmflow(settings["features"], data.class_embeddings, **shape).to(device)
     cpu_embeddings = data.class_embeddings.cpu()
