@@ -76,8 +76,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run ours with the reference's plain torch.optim.Adam (the trainer's is fused)",
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps (>= 20)")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="timed training steps per variant, after the warm-up: the step median\n"
+        "and IQR are over these (default 20, at least 2; fewer give rough quartiles);\n"
+        "sampling is timed separately (--samples-per-class, --sample-batch)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed training steps per variant (default 3)"
+    )
     p.add_argument(
         "--sequential",
         action="store_true",
