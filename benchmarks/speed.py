@@ -3,8 +3,9 @@
 Runs, in ONE process, on identical synthetic aPY-shaped data and (where the
 structures correspond) identical weights:
 
-* ``reference``: the authors' model written with FrEIA ``GLOWCouplingBlock``
-  (``benchmarks/freia_reference.py``) and the authors' training step;
+* ``reference (FrEIA)``: the authors' model written with FrEIA ``GLOWCouplingBlock``
+  (``benchmarks/freia_reference.py``), the authors' training step and plain Adam;
+* ``reference (FrEIA, fused Adam)``: the same with our trainer's ``Adam(fused=True)``;
 * ``ours-fp32``: ``gsmflow_nflows.build_gsmflow`` with our training step, eager;
 * ``ours-bf16``: the same under ``torch.autocast(device_type, torch.bfloat16)``;
 * ``ours-*-plain-adam`` (``--plain-adam``): ours with the reference's plain Adam;
@@ -15,7 +16,9 @@ For each: training-step time (median and IQR over ``--steps`` steps after
 Adam), sampling throughput (features/s at ``--samples-per-class`` features per
 class, in batches of ``--sample-batch``), peak memory, FLOPs counted with
 ``torch.utils.flop_counter.FlopCounterMode`` and the achieved GFLOP/s against
-a square-matmul peak measured in the same run, and the ratios to the reference.
+a square-matmul peak measured in the same run, and the ratios to the reference:
+to the authors' (``step x``), and to the one with the same Adam as the variant
+(``step x same Adam``: the step's own gain, the optimizer switch left out).
 
 Examples:
     PYTHONPATH=. python benchmarks/speed.py                # aPY size, table on stdout
