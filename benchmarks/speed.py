@@ -62,8 +62,23 @@ except ModuleNotFoundError as error:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; ``--help`` shows this module's docstring."""
+    """The command line (``--help`` shows this module's docstring), checked."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    _add_variant_flags(p)
+    _add_schedule_flags(p)
+    _add_size_flags(p)
+    _add_output_flags(p)
+    args = p.parse_args(argv)
+    if args.steps < 2 or args.warmup < 0 or args.sample_batch < 1:
+        raise SystemExit(
+            f"Expected --steps >= 2 (20 or more for the report), --warmup >= 0 and "
+            f"--sample-batch >= 1; got {args.steps}, {args.warmup}, {args.sample_batch}."
+        )
+    return args
+
+
+def _add_variant_flags(p: argparse.ArgumentParser) -> None:
+    """Where it runs, and which of our variants."""
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
@@ -78,7 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run ours with the reference's plain torch.optim.Adam (the trainer's is fused)",
     )
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+
+
+def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
+    """How many steps and samples each variant runs, in which order, from which seed."""
     p.add_argument(
         "--steps",
         type=int,
@@ -95,12 +113,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="time one variant after the other (default: interleaved rounds)",
     )
-    for key in ("classes", "seen", "attributes", "features", "train_size", "batch"):
-        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
-    p.add_argument("--blocks", type=int, default=None, help="coupling blocks K")
-    p.add_argument("--hidden", type=int, default=None, help="coupling-net width")
-    p.add_argument("--semantic", type=int, default=None, help="dim(h)")
-    p.add_argument("--samples-per-class", type=int, default=None)
     p.add_argument(
         "--sample-classes",
         type=int,
@@ -111,6 +123,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--matmul-size", type=int, default=None, help="default 4096 (quick: 512)")
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=APY_SEED, help=f"default {APY_SEED} (aPY's preset)")
+
+
+def _add_size_flags(p: argparse.ArgumentParser) -> None:
+    """``--quick``, and one flag per size of :data:`~benchmarks.speedlib.settings.SIZE_FLAGS`."""
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    for key in ("classes", "seen", "attributes", "features", "train_size", "batch"):
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
+    p.add_argument("--blocks", type=int, default=None, help="coupling blocks K")
+    p.add_argument("--hidden", type=int, default=None, help="coupling-net width")
+    p.add_argument("--semantic", type=int, default=None, help="dim(h)")
+    p.add_argument("--samples-per-class", type=int, default=None)
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         type=int,
@@ -126,7 +152,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PATH",
         help="write JSON to PATH (or stdout when no PATH; the table then goes to stderr)",
     )
-    return p.parse_args(argv)
 
 
 def log(message: str) -> None:
@@ -138,11 +163,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table (and JSON), and return the report."""
     started = time.perf_counter()
     args = parse_args(argv)
-    if args.steps < 2 or args.warmup < 0 or args.sample_batch < 1:
-        raise SystemExit(
-            f"Expected --steps >= 2 (20 or more for the report), --warmup >= 0 and "
-            f"--sample-batch >= 1; got {args.steps}, {args.warmup}, {args.sample_batch}."
-        )
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
