@@ -13,9 +13,10 @@ pytest.importorskip("FrEIA")
 
 from benchmarks.speed import parse_args  # noqa: E402
 from benchmarks.speedlib.report import COLUMNS, add_ratios, format_table  # noqa: E402
+from benchmarks.speedlib.rounds import VariantPool  # noqa: E402
 from benchmarks.speedlib.settings import QUICK, apy_settings, resolve_settings  # noqa: E402
 from benchmarks.speedlib.timing import flops_and_peak_memory, summarize  # noqa: E402
-from benchmarks.speedlib.variants import build_variants, make_runner  # noqa: E402
+from benchmarks.speedlib.variants import Runner, Variant, build_variants, make_runner  # noqa: E402
 from benchmarks.speedlib.workload import build_workload  # noqa: E402
 from gsmflow_nflows.data import KNOWN_DATASETS  # noqa: E402
 from gsmflow_nflows.training import preset_config  # noqa: E402
@@ -171,3 +172,41 @@ def test_flops_and_peak_memory_of_a_known_matmul_and_allocation():
     assert flops == 2 * 8 * 16 * 4
     if memory["bytes"] is not None:  # the profiler's private event API may change
         assert memory["bytes"] == 2**20
+
+
+def _pool(sequential, kinds=("reference", "ours", "ours")):
+    pool = VariantPool(sequential, log=lambda message: None)
+    for k, kind in enumerate(kinds):
+        variant = Variant(f"v{k}", kind)
+        pool.add(variant, lambda v=variant: Runner(v, torch.nn.Linear(1, 1), None, None, None))
+    return pool
+
+
+def test_rounds_rotate_the_order_and_drop_a_failing_variant():
+    pool, calls = _pool(sequential=False), []
+
+    def body(runner, i):
+        calls.append((i, runner.variant.name))
+        if runner.variant.name == "v1" and i == 1:
+            raise RuntimeError("boom")
+
+    pool.rounds(3, body)
+    assert calls == [
+        (0, "v0"), (0, "v1"), (0, "v2"),
+        (1, "v1"), (1, "v2"), (1, "v0"),  # v1 fails here and is dropped
+        (2, "v0"), (2, "v2"),  # 2 % 2 == 0: no rotation of the two left
+    ]  # fmt: skip
+    assert [r.variant.name for r in pool.runners] == ["v0", "v2"]
+    assert pool.failures == [{"name": "v1", "error": "RuntimeError: boom"}]
+
+
+def test_sequential_rounds_and_a_failing_reference_raises():
+    pool, calls = _pool(sequential=True), []
+    pool.rounds(2, lambda runner, i: calls.append((runner.variant.name, i)))
+    assert calls == [("v0", 0), ("v0", 1), ("v1", 0), ("v1", 1), ("v2", 0), ("v2", 1)]
+
+    def fail(runner, i):
+        raise ValueError("reference broke")
+
+    with pytest.raises(ValueError, match="reference broke"):
+        pool.rounds(1, fail)
