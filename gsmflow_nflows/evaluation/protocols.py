@@ -33,8 +33,9 @@ from gsmflow_nflows.evaluation.classifier import classifier_epochs, train_softma
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores
 from gsmflow_nflows.model import generate_features
+from gsmflow_nflows.runtime import Stream, seeded_generator
 from gsmflow_nflows.training.config import GSMFlowConfig
-from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn, seeded_generator
+from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn
 
 PROTOCOLS = ("paper", "val", "final")
 
@@ -96,7 +97,7 @@ def evaluate_flow(
     evaluation = config.evaluation
     epochs = epochs if epochs is not None else evaluation.classifier_epochs
     device = next(flow.parameters()).device
-    generator = seeded_generator(config.seed, 5, iteration)
+    generator = seeded_generator(config.seed, Stream.GENERATION, iteration)
     generated, generated_labels = generate_features(
         flow,
         data.unseen_embeddings.to(device),
@@ -112,8 +113,8 @@ def evaluate_flow(
         data,
         generated,
         generated_labels,
-        gzsl_generator=seeded_generator(config.seed, 6, iteration),
-        zsl_generator=seeded_generator(config.seed, 7, iteration),
+        gzsl_generator=seeded_generator(config.seed, Stream.GZSL_CLASSIFIER, iteration),
+        zsl_generator=seeded_generator(config.seed, Stream.ZSL_CLASSIFIER, iteration),
         calibration=calibration,
         **common,
     )
@@ -145,14 +146,14 @@ def choose_val_calibration(flow: Flow, val_data: GZSLData, config: GSMFlowConfig
         flow,
         val_data.unseen_embeddings.to(device),
         evaluation.samples_per_class,
-        generator=seeded_generator(config.seed, 10),
+        generator=seeded_generator(config.seed, Stream.CALIBRATION_GENERATION),
     )
     classifier = train_softmax_classifier(
         torch.cat([val_data.train_features.to(device), generated]),
         torch.cat([val_data.train_labels.to(device), labels + val_data.num_seen]),
         val_data.num_seen + val_data.num_unseen,
         **evaluation.classifier_settings(),
-        generator=seeded_generator(config.seed, 11),
+        generator=seeded_generator(config.seed, Stream.CALIBRATION_CLASSIFIER),
     )
     sets = {
         "val_seen_features": val_data.test_seen_features.to(device),
