@@ -141,9 +141,3 @@ def check_generator(value: object) -> torch.Generator | None:
             f"Expected generator to be a torch.Generator or None, got {type(value).__name__}."
         )
     return value
-
-
-def randperm(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """A random permutation of ``range(n)`` drawn with ``generator``, placed on ``device``."""
-    draw_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randperm(n, generator=generator, device=draw_device).to(device)

@@ -16,8 +16,8 @@ from nflows.transforms.permutations import Permutation, ReversePermutation
 from torch import Tensor, nn
 
 from gsmflow_nflows._checks import check_int, check_matrix
-from gsmflow_nflows._random import keep_global_rng, reset_linear
 from gsmflow_nflows.context_groups import ContextGroups
+from gsmflow_nflows.runtime import keep_global_rng, reset_linear
 from gsmflow_nflows.semantic import RelativePositioningEncoder
 from gsmflow_nflows.semantic_mean import SemanticShiftTransform
 from gsmflow_nflows.transforms import SemanticAffineCouplingTransform, SemanticCouplingNet

@@ -39,9 +39,9 @@ from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifi
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
 from gsmflow_nflows.losses import class_means
+from gsmflow_nflows.runtime import Stream, seeded_generator
 from gsmflow_nflows.semantic_mean import fit_ridge_map, float64_device, pooled_within_class_std
 from gsmflow_nflows.training.config import EvaluationConfig
-from gsmflow_nflows.training.trainer import seeded_generator
 
 #: The keys of :func:`run_baselines`, in display order.
 BASELINES = ("eszsl", "linear_gaussian", "seen_only", "chance")
@@ -389,9 +389,9 @@ def run_baselines(
 ) -> dict[str, BaselineScores]:
     """Every baseline on one split and seed (the seed of the GSMFlow run beside them).
 
-    The linear-Gaussian baseline draws from ``seeded_generator(seed, 9)``, the
-    seen-only classifier from ``seeded_generator(seed, 8)``; ESZSL and chance
-    are deterministic.
+    The linear-Gaussian baseline draws from the stream
+    ``Stream.LINEAR_GAUSSIAN_BASELINE`` of ``seed``, the seen-only classifier
+    from ``Stream.SEEN_ONLY_BASELINE``; ESZSL and chance are deterministic.
 
     Args:
         data: The split GSMFlow is scored on.
@@ -413,9 +413,11 @@ def run_baselines(
     return {
         "eszsl": eszsl_baseline(data),
         "linear_gaussian": linear_gaussian_baseline(
-            data, evaluation, generator=seeded_generator(seed, 9)
+            data, evaluation, generator=seeded_generator(seed, Stream.LINEAR_GAUSSIAN_BASELINE)
         ),
-        "seen_only": seen_only_baseline(data, evaluation, generator=seeded_generator(seed, 8)),
+        "seen_only": seen_only_baseline(
+            data, evaluation, generator=seeded_generator(seed, Stream.SEEN_ONLY_BASELINE)
+        ),
         "chance": chance_baseline(data),
     }
 

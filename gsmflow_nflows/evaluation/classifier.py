@@ -24,9 +24,8 @@ from gsmflow_nflows._checks import (
     check_matrix,
     check_positive,
     check_real,
-    randperm,
 )
-from gsmflow_nflows._random import keep_global_rng
+from gsmflow_nflows.runtime import keep_global_rng, randperm
 
 
 class SoftmaxClassifier(nn.Module):

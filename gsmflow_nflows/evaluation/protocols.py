@@ -34,8 +34,9 @@ from gsmflow_nflows.evaluation.classifier import classifier_epochs, train_softma
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores
 from gsmflow_nflows.model import generate_features
+from gsmflow_nflows.runtime import Stream, seeded_generator
 from gsmflow_nflows.training.config import GSMFlowConfig
-from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn, seeded_generator
+from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn
 
 PROTOCOLS = ("paper", "val", "final")
 
@@ -59,7 +60,10 @@ class ProtocolResult:
     t1_iteration: int
     t1_epoch: int
     seconds: float
+    #: The test-set evaluation records the figures come from (``paper``: every evaluation).
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    #: Protocol ``val``: every evaluation record on the validation split, in order; else empty.
+    validation: list[dict[str, Any]] = field(default_factory=list)
     #: With ``calibrate``: ``{"offset", "S", "U", "H", "validation_H"}``, the offset chosen on
     #: the validation split and the test scores it gives (T1 does not change); else ``None``.
     calibrated: dict[str, float] | None = None
@@ -97,7 +101,7 @@ def evaluate_flow(
     evaluation = config.evaluation
     epochs = epochs if epochs is not None else evaluation.classifier_epochs
     device = next(flow.parameters()).device
-    generator = seeded_generator(config.seed, 5, iteration)
+    generator = seeded_generator(config.seed, Stream.GENERATION, iteration)
     generated, generated_labels = generate_features(
         flow,
         data.unseen_embeddings.to(device),
@@ -113,8 +117,8 @@ def evaluate_flow(
         data,
         generated,
         generated_labels,
-        gzsl_generator=seeded_generator(config.seed, 6, iteration),
-        zsl_generator=seeded_generator(config.seed, 7, iteration),
+        gzsl_generator=seeded_generator(config.seed, Stream.GZSL_CLASSIFIER, iteration),
+        zsl_generator=seeded_generator(config.seed, Stream.ZSL_CLASSIFIER, iteration),
         calibration=calibration,
         **common,
     )
@@ -146,14 +150,14 @@ def choose_val_calibration(flow: Flow, val_data: GZSLData, config: GSMFlowConfig
         flow,
         val_data.unseen_embeddings.to(device),
         evaluation.samples_per_class,
-        generator=seeded_generator(config.seed, 10),
+        generator=seeded_generator(config.seed, Stream.CALIBRATION_GENERATION),
     )
     classifier = train_softmax_classifier(
         torch.cat([val_data.train_features.to(device), generated]),
         torch.cat([val_data.train_labels.to(device), labels + val_data.num_seen]),
         val_data.num_seen + val_data.num_unseen,
         **evaluation.classifier_settings(),
-        generator=seeded_generator(config.seed, 11),
+        generator=seeded_generator(config.seed, Stream.CALIBRATION_CLASSIFIER),
     )
     sets = {
         "val_seen_features": val_data.test_seen_features.to(device),
@@ -219,6 +223,143 @@ def batches_within(config: GSMFlowConfig, data: GZSLData) -> GSMFlowConfig:
     )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every protocol of one seed shares: the config, the data and the trainers' options."""
+
+    protocol: str
+    config: GSMFlowConfig
+    load_data: Callable[[str], GZSLData]
+    device: str | torch.device | None
+    precision: str
+    checkpoint_dir: Path | None
+    checkpoint_every: int
+    resume: bool
+    progress: ProgressFn | None
+
+    def trainer(self, data: GZSLData, tag: str) -> GSMFlowTrainer:
+        """A trainer for ``data``, checkpointing to ``PROTOCOL-TAG-seedN.pt`` when asked to."""
+        path = None
+        if self.checkpoint_dir is not None:
+            path = self.checkpoint_dir / f"{self.protocol}-{tag}-seed{self.config.seed}.pt"
+        return GSMFlowTrainer(
+            batches_within(self.config, data) if tag == "val" else self.config,
+            data,
+            device=self.device,
+            precision=self.precision,
+            checkpoint_path=path,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    def fit(self, trainer: GSMFlowTrainer, stop_after: int | None = None) -> Flow:
+        """Train (or resume) ``trainer`` without evaluations."""
+        return trainer.fit(resume=self.resume, progress=self.progress, stop_after=stop_after)
+
+    def fit_with_evaluations(self, data: GZSLData, tag: str) -> GSMFlowTrainer:
+        """Train on ``data``, evaluating on its own test sets at the reference's points."""
+        trainer = self.trainer(data, tag)
+
+        def evaluate(iteration: int, flow: Flow) -> dict[str, Any]:
+            return evaluate_flow(flow, data, self.config, iteration)
+
+        trainer.fit(
+            resume=self.resume,
+            progress=self.progress,
+            evaluate=evaluate,
+            evaluate_at=evaluation_points(self.config, trainer.total_iterations),
+        )
+        return trainer
+
+    def result(
+        self,
+        h: tuple[dict[str, Any], int],
+        t1: tuple[dict[str, Any], int],
+        evaluations: list[dict[str, Any]],
+        **fields: Any,
+    ) -> ProtocolResult:
+        """The result whose H comes from record ``h[0]``'s epoch ``h[1]``, T1 from ``t1``."""
+        (record_h, epoch_h), (record_t1, epoch_t1) = h, t1
+        scores = record_h["gzsl"][epoch_h]
+        values: dict[str, Any] = {
+            "protocol": self.protocol,
+            "seed": self.config.seed,
+            "S": scores["S"],
+            "U": scores["U"],
+            "H": scores["H"],
+            "T1": record_t1["zsl_t1"][epoch_t1],
+            "iteration": record_h["iteration"],
+            "classifier_epoch": epoch_h + 1,
+            "t1_iteration": record_t1["iteration"],
+            "t1_epoch": epoch_t1 + 1,
+            "seconds": 0.0,
+            "evaluations": evaluations,
+        }
+        return ProtocolResult(**{**values, **fields})
+
+
+def _final(run: _Run, calibrate: bool) -> ProtocolResult:
+    """The fixed schedule, scored once at its last iteration and classifier epoch."""
+    config, test_data = run.config, run.load_data("test")
+    trainer = run.trainer(test_data, "test")
+    flow = run.fit(trainer)
+    total = trainer.total_iterations
+    record = evaluate_flow(flow, test_data, config, total, last_epoch_only=True)
+    epochs = {"classifier_epoch": record["gzsl_epochs"], "t1_epoch": record["zsl_epochs"]}
+    if not calibrate:
+        return run.result((record, 0), (record, 0), [record], **epochs)
+    val_data = run.load_data("val")
+    chosen = choose_val_calibration(run.fit(run.trainer(val_data, "val")), val_data, config)
+    calibrated = evaluate_flow(
+        flow, test_data, config, total, last_epoch_only=True, calibration=chosen["offset"]
+    )
+    return run.result(
+        (record, 0),
+        (record, 0),
+        [record],
+        **epochs,
+        calibrated={**chosen, **calibrated["gzsl"][0]},
+    )
+
+
+def _paper(run: _Run) -> ProtocolResult:
+    """The authors' protocol: the best H and the best T1 over every test evaluation and epoch."""
+    trainer = run.fit_with_evaluations(run.load_data("test"), "test")
+    best_h, epoch_h, best_t1, epoch_t1 = _best(trainer.history)
+    return run.result((best_h, epoch_h), (best_t1, epoch_t1), trainer.history)
+
+
+def _val(run: _Run) -> ProtocolResult:
+    """Choose the iteration and classifier epoch on the validation split; evaluate once on test."""
+    config, test_data = run.config, run.load_data("test")
+    val_trainer = run.fit_with_evaluations(run.load_data("val"), "val")
+    best_h, epoch_h, best_t1, epoch_t1 = _best(val_trainer.history)
+    test_trainer = run.trainer(test_data, "test")
+
+    def on_test_schedule(val_iteration: int) -> int:
+        """The same fraction of the (longer or shorter) trainval schedule."""
+        fraction = val_iteration / val_trainer.total_iterations
+        return max(1, round(fraction * test_trainer.total_iterations))
+
+    chosen = on_test_schedule(best_h["iteration"])
+    flow = run.fit(test_trainer, stop_after=chosen)
+    record = evaluate_flow(flow, test_data, config, chosen, epochs=epoch_h + 1)
+    # Same iteration and a T1 epoch <= the H epoch: that epoch is in ``record`` already
+    # (a classifier's first k epochs do not depend on how many follow).
+    record_t1, t1_index = record, epoch_t1
+    if best_t1["iteration"] != best_h["iteration"] or epoch_t1 > epoch_h:
+        # T1 was chosen at another point: train (continue) to it and evaluate once more.
+        t1_chosen = on_test_schedule(best_t1["iteration"])
+        t1_flow = run.fit(run.trainer(test_data, "test-t1"), stop_after=t1_chosen)
+        record_t1 = evaluate_flow(t1_flow, test_data, config, t1_chosen, epochs=epoch_t1 + 1)
+        t1_index = len(record_t1["zsl_t1"]) - 1
+    return run.result(
+        (record, len(record["gzsl"]) - 1),
+        (record_t1, t1_index),
+        [record, *([record_t1] if record_t1 is not record else [])],
+        validation=val_trainer.history,
+    )
+
+
 def run_protocol(
     protocol: str,
     config: GSMFlowConfig,
@@ -251,6 +392,11 @@ def run_protocol(
 
     Returns:
         The :class:`ProtocolResult`.
+
+    Example:
+        >>> load = lambda split: load_dataset("digits", split=split)  # doctest: +SKIP
+        >>> result = run_protocol("final", config, load)  # doctest: +SKIP
+        >>> result.H  # doctest: +SKIP
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"Unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
@@ -260,115 +406,21 @@ def run_protocol(
             "pass calibrate=False or protocol='final'."
         )
     started = time.perf_counter()
-
-    def trainer_for(data: GZSLData, tag: str) -> GSMFlowTrainer:
-        path = None
-        if checkpoint_dir is not None:
-            path = Path(checkpoint_dir) / f"{protocol}-{tag}-seed{config.seed}.pt"
-        return GSMFlowTrainer(
-            batches_within(config, data) if tag == "val" else config,
-            data,
-            device=device,
-            precision=precision,
-            checkpoint_path=path,
-            checkpoint_every=checkpoint_every,
-        )
-
-    def result(best_h, epoch_h, best_t1, epoch_t1, records) -> ProtocolResult:
-        scores = best_h["gzsl"][epoch_h]
-        return ProtocolResult(
-            protocol=protocol,
-            seed=config.seed,
-            S=scores["S"],
-            U=scores["U"],
-            H=scores["H"],
-            T1=best_t1["zsl_t1"][epoch_t1],
-            iteration=best_h["iteration"],
-            classifier_epoch=epoch_h + 1,
-            t1_iteration=best_t1["iteration"],
-            t1_epoch=epoch_t1 + 1,
-            seconds=time.perf_counter() - started,
-            evaluations=records,
-        )
-
-    test_data = load_data("test")
-    if protocol == "final":
-        trainer = trainer_for(test_data, "test")
-        flow = trainer.fit(resume=resume, progress=progress)
-        record = evaluate_flow(
-            flow, test_data, config, trainer.total_iterations, last_epoch_only=True
-        )
-        final = dataclasses.replace(
-            result(record, 0, record, 0, [record]),
-            classifier_epoch=record["gzsl_epochs"],
-            t1_epoch=record["zsl_epochs"],
-        )
-        if not calibrate:
-            return final
-        val_data = load_data("val")
-        val_flow = trainer_for(val_data, "val").fit(resume=resume, progress=progress)
-        chosen = choose_val_calibration(val_flow, val_data, config)
-        calibrated = evaluate_flow(
-            flow,
-            test_data,
-            config,
-            trainer.total_iterations,
-            last_epoch_only=True,
-            calibration=chosen["offset"],
-        )
-        return dataclasses.replace(
-            final,
-            calibrated={**chosen, **calibrated["gzsl"][0]},
-            seconds=time.perf_counter() - started,
-        )
-
-    def fit_with_evaluations(data: GZSLData, tag: str) -> GSMFlowTrainer:
-        """Train on ``data``, evaluating on its own test sets at the reference's points."""
-        trainer = trainer_for(data, tag)
-
-        def evaluate(iteration: int, flow: Flow) -> dict[str, Any]:
-            return evaluate_flow(flow, data, config, iteration)
-
-        trainer.fit(
-            resume=resume,
-            progress=progress,
-            evaluate=evaluate,
-            evaluate_at=evaluation_points(config, trainer.total_iterations),
-        )
-        return trainer
-
-    if protocol == "paper":
-        trainer = fit_with_evaluations(test_data, "test")
-        return result(*_best(trainer.history), trainer.history)
-
-    # protocol == "val": choose on the validation split, report one test evaluation.
-    val_trainer = fit_with_evaluations(load_data("val"), "val")
-    best_h, epoch_h, best_t1, epoch_t1 = _best(val_trainer.history)
-    test_trainer = trainer_for(test_data, "test")
-
-    def on_test_schedule(val_iteration: int) -> int:
-        """The same fraction of the (longer or shorter) trainval schedule."""
-        fraction = val_iteration / val_trainer.total_iterations
-        return max(1, round(fraction * test_trainer.total_iterations))
-
-    chosen = on_test_schedule(best_h["iteration"])
-    flow = test_trainer.fit(resume=resume, progress=progress, stop_after=chosen)
-    record = evaluate_flow(flow, test_data, config, chosen, epochs=epoch_h + 1)
-    # Same iteration and a T1 epoch <= the H epoch: that epoch is in ``record`` already
-    # (a classifier's first k epochs do not depend on how many follow).
-    record_t1, t1_index = record, epoch_t1
-    if best_t1["iteration"] != best_h["iteration"] or epoch_t1 > epoch_h:
-        # T1 was chosen at another point: train (continue) to it and evaluate once more.
-        t1_chosen = on_test_schedule(best_t1["iteration"])
-        t1_trainer = trainer_for(test_data, "test-t1")
-        t1_flow = t1_trainer.fit(resume=resume, progress=progress, stop_after=t1_chosen)
-        record_t1 = evaluate_flow(t1_flow, test_data, config, t1_chosen, epochs=epoch_t1 + 1)
-        t1_index = len(record_t1["zsl_t1"]) - 1
-    validation = {"validation": val_trainer.history}
-    return result(
-        record,
-        len(record["gzsl"]) - 1,
-        record_t1,
-        t1_index,
-        [record, *([record_t1] if record_t1 is not record else []), validation],
+    run = _Run(
+        protocol,
+        config,
+        load_data,
+        device,
+        precision,
+        Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        checkpoint_every,
+        resume,
+        progress,
     )
+    if protocol == "final":
+        result = _final(run, calibrate)
+    elif protocol == "paper":
+        result = _paper(run)
+    else:
+        result = _val(run)
+    return dataclasses.replace(result, seconds=time.perf_counter() - started)

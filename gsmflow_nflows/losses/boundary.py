@@ -28,9 +28,8 @@ from gsmflow_nflows._checks import (
     check_matrix,
     check_positive,
     check_real,
-    randperm,
 )
-from gsmflow_nflows._random import keep_global_rng, reset_linear
+from gsmflow_nflows.runtime import keep_global_rng, randperm, reset_linear
 
 ProgressFn = Callable[[int, int], None]
 

@@ -11,15 +11,7 @@ import torch
 from torch import Tensor
 
 from gsmflow_nflows._checks import check_generator, check_real, check_tensor
-
-
-def _draw(
-    kind: str, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None
-) -> Tensor:
-    """Draw normal or uniform numbers on the generator's device, then move them to ``like``."""
-    device = generator.device if generator is not None else like.device
-    draw = torch.randn if kind == "normal" else torch.rand
-    return draw(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+from gsmflow_nflows.runtime import draw
 
 
 class VisualPerturbation:
@@ -78,8 +70,8 @@ class VisualPerturbation:
             raise TypeError(f"Expected x to be floating point, got dtype {x.dtype}.")
         if self.pi == 0.0:
             return x
-        noise = _draw("normal", tuple(x.shape), x, generator)
+        noise = draw("normal", tuple(x.shape), x, generator)
         if self.dropout > 0.0:
-            keep = _draw("uniform", (1, *x.shape[1:]), x, generator) >= self.dropout
+            keep = draw("uniform", (1, *x.shape[1:]), x, generator) >= self.dropout
             noise = noise * keep
         return x + self.pi * noise

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from gsmflow_nflows.atomic_write import write_atomically, write_with_fallback
 from gsmflow_nflows.errors import CheckpointError
 
-__all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_mined",
+    "mined_file",
+    "save_checkpoint",
+    "save_mined",
+    "tensors_digest",
+]
 
 FORMAT = "gsmflow-checkpoint/1"
 
@@ -69,3 +80,80 @@ def load_checkpoint(path: str | Path, *, expect: dict[str, Any]) -> dict[str, An
                 "use the same options as the interrupted run, or delete the checkpoint."
             )
     return state
+
+
+def mined_file(checkpoint: str | Path) -> Path:
+    """Where the mined samples of the checkpoint ``checkpoint`` are kept: ``NAME.mined.pt``.
+
+    Example:
+        >>> mined_file("runs/final-test-seed0.pt").name
+        'final-test-seed0.mined.pt'
+    """
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.mined{checkpoint.suffix or '.pt'}")
+
+
+def tensors_digest(tensors: tuple[Tensor, ...]) -> str:
+    """SHA-256 of the tensors' dtypes, shapes and bytes (CPU copies), in order.
+
+    Example:
+        >>> a = tensors_digest((torch.zeros(2),))
+        >>> a == tensors_digest((torch.zeros(2),)), a == tensors_digest((torch.ones(2),))
+        (True, False)
+    """
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_mined(path: str | Path, mined: tuple[Tensor, Tensor]) -> str:
+    """Write the mined samples ``(features, labels)`` atomically to ``path``; return their digest.
+
+    The mined samples do not change after mining, so a run writes them once and
+    each checkpoint stores only their digest (:func:`load_mined` checks it): a
+    checkpoint is then the size of the flow and optimizer, not of the data.
+
+    Example:
+        >>> digest = save_mined("runs/c.mined.pt", (features, labels))  # doctest: +SKIP
+    """
+    cpu = (mined[0].detach().cpu(), mined[1].detach().cpu())
+    content = {"format": FORMAT, "kind": "mined", "features": cpu[0], "labels": cpu[1]}
+    write_atomically(path, lambda stream: torch.save(content, stream), make_parents=True)
+    return tensors_digest(cpu)
+
+
+def load_mined(
+    path: str | Path, digest: str | None, checkpoint: str | Path
+) -> tuple[Tensor, Tensor] | None:
+    """The mined samples saved by :func:`save_mined`, checked against ``digest``.
+
+    Args:
+        path: The mined-samples file.
+        digest: What the checkpoint recorded; ``None``: the run mined nothing.
+        checkpoint: The checkpoint that refers to them (named in errors).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds other samples
+            than the checkpoint was made with.
+    """
+    if digest is None:
+        return None
+    path = Path(path)
+    fix = "delete both files to start the run again."
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint}: its mined samples {path} are missing; {fix}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        mined = (content["features"], content["labels"])
+    except Exception as error:  # torch raises many types for a corrupt file
+        raise CheckpointError(
+            f"{path}: not readable mined samples ({type(error).__name__}); {fix}"
+        ) from None
+    if tensors_digest(mined) != digest:
+        raise CheckpointError(
+            f"{path}: holds other mined samples than {checkpoint} was made with; {fix}"
+        )
+    return mined

@@ -9,9 +9,9 @@ import torch
 from nflows.flows.base import Flow
 
 from gsmflow_nflows.data import GZSLData
-from gsmflow_nflows.model import build_gsmflow
 from gsmflow_nflows.training.checkpoint import CheckpointError, save_checkpoint
 from gsmflow_nflows.training.config import GSMFlowConfig
+from gsmflow_nflows.training.flow_from_config import flow_from_config
 
 MODEL_FORMAT = "gsmflow-model/1"
 
@@ -68,26 +68,15 @@ def load_model(
     if not isinstance(state, dict) or state.get("kind") != MODEL_FORMAT:
         raise CheckpointError(f"{path}: not a GSMFlow model (written by `gsmflow train`).")
     config = GSMFlowConfig.from_dict(state["config"])
-    embeddings = torch.cat([state["seen_embeddings"], state["unseen_embeddings"]])
-    flow = build_gsmflow(
+    seen = state["seen_embeddings"]
+    placeholders = {}  # of the saved shapes; load_state_dict fills them in
+    if config.model.conditioning == "mean":
+        placeholders["known_means"] = (seen, torch.zeros(len(seen), state["feature_dim"]))
+    flow = flow_from_config(
+        config.model,
         state["feature_dim"],
-        embeddings,
-        num_blocks=config.model.num_blocks,
-        hidden_features=config.model.hidden_features,
-        semantic_features=config.model.semantic_features,
-        clamp=config.model.clamp,
-        permutation=config.model.permutation,
-        relative_positioning=config.model.relative_positioning,
-        conditioning=config.model.conditioning,
-        # placeholders of the saved shapes; load_state_dict fills them in
-        known_means=(
-            (
-                state["seen_embeddings"],
-                torch.zeros(len(state["seen_embeddings"]), state["feature_dim"]),
-            )
-            if config.model.conditioning == "mean"
-            else None
-        ),
+        torch.cat([seen, state["unseen_embeddings"]]),
+        **placeholders,
     )
     try:
         flow.load_state_dict(state["flow"])

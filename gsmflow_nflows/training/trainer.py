@@ -20,39 +20,25 @@ from gsmflow_nflows.losses import (
     class_means,
     train_relation_network,
 )
-from gsmflow_nflows.model import build_gsmflow
-from gsmflow_nflows.semantic_mean import fit_ridge_map, residual_scale, residual_shrinkage
-from gsmflow_nflows.training.checkpoint import load_checkpoint, save_checkpoint
+from gsmflow_nflows.runtime import Stream, randperm, resolve_device, seeded_generator
+from gsmflow_nflows.training.checkpoint import (
+    load_checkpoint,
+    load_mined,
+    mined_file,
+    save_checkpoint,
+    save_mined,
+)
 from gsmflow_nflows.training.config import GSMFlowConfig
+from gsmflow_nflows.training.flow_from_config import fit_semantic_mean, flow_from_config
+from gsmflow_nflows.training.run_state import RunState
 from gsmflow_nflows.training.step import train_step
+
+__all__ = ["EvaluateFn", "GSMFlowTrainer", "ProgressFn", "resolve_device", "seeded_generator"]
 
 #: ``progress(stage, done, total, losses)``: stage is "relation", "mining" or "flow".
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 #: ``evaluate(iteration, flow) -> record``; records are kept (and checkpointed) in order.
 EvaluateFn = Callable[[int, Flow], dict[str, Any]]
-
-
-def seeded_generator(*parts: int) -> torch.Generator:
-    """A CPU generator seeded from several integers (seed, stage, iteration ...)."""
-    seed = 0
-    for part in parts:
-        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA if available, else CPU; strings are checked for availability."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"Unknown device {device!r}; use cpu, cuda or cuda:N.") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"Device {device!r} asked for, but CUDA is not available; use device='cpu'."
-        )
-    return resolved
 
 
 class GSMFlowTrainer:
@@ -120,6 +106,8 @@ class GSMFlowTrainer:
         self.total_iterations = training.iterations(data.num_train)
         self.history: list[dict[str, Any]] = []
         self.flow: Flow | None = None
+        # The digest of the mined samples saved beside the checkpoint by this fit, if any.
+        self._mined_digest: str | None = None
 
     # ---- stage 1 -------------------------------------------------------------------------
 
@@ -133,7 +121,7 @@ class GSMFlowTrainer:
             data.feature_dim,
             data.embedding_dim,
             mining.relation_hidden,
-            generator=seeded_generator(self.config.seed, 0),
+            generator=seeded_generator(self.config.seed, Stream.RELATION_INIT),
         )
         net = net.to(self.device)
 
@@ -151,7 +139,7 @@ class GSMFlowTrainer:
             batch_size=mining.relation_batch_size,
             lr=mining.relation_lr,
             weight_decay=mining.relation_weight_decay,
-            generator=seeded_generator(self.config.seed, 1),
+            generator=seeded_generator(self.config.seed, Stream.RELATION_BATCHES),
             progress=stage("relation"),
         )
         miner = BoundarySampleMiner(
@@ -166,7 +154,7 @@ class GSMFlowTrainer:
             features,
             labels,
             embeddings,
-            generator=seeded_generator(self.config.seed, 2),
+            generator=seeded_generator(self.config.seed, Stream.MINING),
             progress=stage("mining"),
         )
 
@@ -191,35 +179,14 @@ class GSMFlowTrainer:
 
     def build_flow(self) -> Flow:
         """A freshly initialised flow for this config and dataset, on the trainer's device."""
-        model, data = self.config.model, self.data
-        all_embeddings = torch.cat([data.seen_embeddings, data.unseen_embeddings])
-        semantic_mean = known = scale = None
-        shrinkage = 0.0
-        if model.conditioning == "mean":  # fitted on the real training features, before mining
-            means = class_means(data.train_features.double(), data.train_labels, data.num_seen)
-            semantic_mean = fit_ridge_map(data.seen_embeddings, means, alpha=model.mean_ridge_alpha)
-            known = (data.seen_embeddings, means)
-            if model.scale_residual:
-                scale = residual_scale(data.train_features, data.train_labels, data.num_seen)
-                if model.shrink_residual:
-                    shrinkage = residual_shrinkage(
-                        data.train_features, data.train_labels, data.num_seen, scale
-                    )
-        flow = build_gsmflow(
+        data = self.data
+        flow = flow_from_config(
+            self.config.model,
             data.feature_dim,
-            all_embeddings,
-            num_blocks=model.num_blocks,
-            hidden_features=model.hidden_features,
-            semantic_features=model.semantic_features,
-            clamp=model.clamp,
-            permutation=model.permutation,
-            relative_positioning=model.relative_positioning,
-            conditioning=model.conditioning,
-            semantic_mean=semantic_mean,
-            known_means=known,
-            semantic_scale=scale,
-            semantic_shrinkage=shrinkage,
-            generator=seeded_generator(self.config.seed, 3),
+            torch.cat([data.seen_embeddings, data.unseen_embeddings]),
+            generator=seeded_generator(self.config.seed, Stream.FLOW_INIT),
+            # Fitted on the real training features, before mining.
+            **fit_semantic_mean(self.config.model, data),
         )
         return flow.to(self.device)
 
@@ -249,30 +216,45 @@ class GSMFlowTrainer:
         Returns:
             The flow, in eval mode.
         """
-        config, data, device = self.config, self.data, self.device
-        training = config.training
         signature = self._signature()
-        state = None
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
-            state = load_checkpoint(self.checkpoint_path, expect=signature)
-        if state is None:  # a fresh run: no record of an earlier fit() carries over
-            self.history = []
+        saved = self._saved_state(signature) if resume else None
+        run = self._initial_state(saved, progress)
+        if saved is not None:
+            run.load_state_dict(saved)
+        self.history = run.history  # the same list: evaluations append to both
+        self._mined_digest = None if saved is None else saved.get("mined_digest")
+        end = (
+            self.total_iterations if stop_after is None else min(stop_after, self.total_iterations)
+        )
+        started = run.iteration
+        self._train(run, end, signature, progress, progress_every, evaluate, evaluate_at)
+        stopped_early = started < run.iteration < self.total_iterations
+        if stopped_early and run.iteration % self.checkpoint_every != 0:
+            self._checkpoint(run, signature)  # stopped between two checkpoints
+        run.flow.eval()
+        self.flow = run.flow
+        return run.flow
 
-        if state is not None:
-            mined = state["mined"]
+    def _saved_state(self, signature: dict[str, Any]) -> dict[str, Any] | None:
+        """The checkpoint to resume from (checked against this run), or ``None``."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return None
+        state = load_checkpoint(self.checkpoint_path, expect=signature)
+        if "mined" not in state:  # saved beside the checkpoint, once (see save_mined)
+            state["mined"] = load_mined(
+                mined_file(self.checkpoint_path), state.get("mined_digest"), self.checkpoint_path
+            )
+        return state
+
+    def _initial_state(self, saved: dict[str, Any] | None, progress: ProgressFn | None) -> RunState:
+        """A fresh run at iteration 0 (its mined samples taken from ``saved`` when given)."""
+        config, training = self.config, self.config.training
+        if saved is not None:
+            mined = saved["mined"]
         elif config.mining.enabled:
             mined = tuple(t.cpu() for t in self.mine(progress))
         else:
             mined = None
-
-        features = data.train_features.to(device)
-        labels = data.train_labels.to(device)
-        seen_embeddings = data.seen_embeddings.to(device)
-        seen_means = class_means(features, labels, data.num_seen)
-        if mined is not None:
-            features = torch.cat([features, mined[0].to(device)])
-            labels = torch.cat([labels, mined[1].to(device)])
-
         flow = self.build_flow()
         # Fused Adam: one kernel over all parameters instead of a Python loop per tensor.
         optimizer = torch.optim.Adam(
@@ -281,89 +263,80 @@ class GSMFlowTrainer:
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=training.lr_step_epochs, gamma=training.lr_gamma
         )
-        generator = seeded_generator(config.seed, 4)
-        order = torch.randperm(features.shape[0], generator=generator)
-        position, iteration = 0, 0
-        if state is not None:
-            flow.load_state_dict(state["flow"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
-            order, position, iteration = state["order"], state["position"], state["iteration"]
-            self.history = list(state["history"])
-        order = order.to(device)
+        generator = seeded_generator(config.seed, Stream.FLOW_BATCHES)
+        rows = self.data.num_train + (0 if mined is None else mined[0].shape[0])
+        order = randperm(rows, generator, self.device)
+        return RunState(flow, optimizer, scheduler, generator, order, mined=mined)
 
+    def _training_set(self, run: RunState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(features, labels) with the mined samples appended; seen embeddings and means."""
+        data, device = self.data, self.device
+        features = data.train_features.to(device)
+        labels = data.train_labels.to(device)
+        seen_means = class_means(features, labels, data.num_seen)
+        if run.mined is not None:
+            features = torch.cat([features, run.mined[0].to(device)])
+            labels = torch.cat([labels, run.mined[1].to(device)])
+        return features, labels, data.seen_embeddings.to(device), seen_means
+
+    def _train(
+        self,
+        run: RunState,
+        end: int,
+        signature: dict[str, Any],
+        progress: ProgressFn | None,
+        progress_every: int,
+        evaluate: EvaluateFn | None,
+        evaluate_at: Callable[[int], bool] | None,
+    ) -> None:
+        """Steps from ``run.iteration`` to ``end``: evaluate and checkpoint where due."""
+        training = self.config.training
+        features, labels, seen_embeddings, seen_means = self._training_set(run)
         perturbation = (
             VisualPerturbation(training.perturbation_pi, training.perturbation_dropout)
             if training.perturbation_pi > 0
             else None
         )
         prototype = PrototypeLoss(training.prototype_weight)
-        per_epoch = training.iterations_per_epoch(data.num_train)
-        batch = training.batch_size
-
-        def checkpoint() -> None:
-            if self.checkpoint_path is None:
-                return
-            save_checkpoint(
-                self.checkpoint_path,
-                {
-                    **signature,
-                    "iteration": iteration,
-                    "flow": flow.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "order": order.cpu(),
-                    "position": position,
-                    "mined": mined,
-                    "history": self.history,
-                },
-            )
-
-        flow.train()
-        end = (
-            self.total_iterations if stop_after is None else min(stop_after, self.total_iterations)
-        )
+        per_epoch = training.iterations_per_epoch(self.data.num_train)
+        run.flow.train()
         # Checked before a step: resuming a run that already reached its end is a no-op.
-        while iteration < end:
-            if position + batch > order.shape[0]:  # a new pass over the (augmented) set
-                order = torch.randperm(features.shape[0], generator=generator).to(device)
-                position = 0
-            index = order[position : position + batch]
-            position += batch
-            batch_labels = labels[index]
+        while run.iteration < end:
+            index = run.next_batch(training.batch_size)
             losses = train_step(
-                flow,
-                optimizer,
+                run.flow,
+                run.optimizer,
                 features[index],
-                seen_embeddings[batch_labels],
+                seen_embeddings[labels[index]],
                 seen_embeddings=seen_embeddings,
                 seen_means=seen_means,
                 perturbation=perturbation,
                 prototype=prototype,
-                generator=generator,
+                generator=run.generator,
                 precision=self.precision,
             )
-            iteration += 1
-            if iteration % per_epoch == 0:
-                scheduler.step()
+            run.iteration += 1
+            if run.iteration % per_epoch == 0:
+                run.scheduler.step()
             if progress is not None and (
-                iteration % progress_every == 0 or iteration == self.total_iterations
+                run.iteration % progress_every == 0 or run.iteration == self.total_iterations
             ):
                 values = {name: float(value) for name, value in losses.items()}
-                values["lr"] = optimizer.param_groups[0]["lr"]
-                progress("flow", iteration, self.total_iterations, values)
-            if evaluate is not None and evaluate_at is not None and evaluate_at(iteration):
-                flow.eval()
-                self.history.append(evaluate(iteration, flow))
-                flow.train()
-            if iteration % self.checkpoint_every == 0 or iteration == self.total_iterations:
-                checkpoint()
-            if stop_after is not None and iteration >= stop_after:
-                if iteration % self.checkpoint_every != 0:
-                    checkpoint()
-                break
-        flow.eval()
-        self.flow = flow
-        return flow
+                progress("flow", run.iteration, self.total_iterations, {**values, "lr": run.lr})
+            if evaluate is not None and evaluate_at is not None and evaluate_at(run.iteration):
+                run.flow.eval()
+                run.history.append(evaluate(run.iteration, run.flow))
+                run.flow.train()
+            if run.iteration % self.checkpoint_every == 0 or run.iteration == self.total_iterations:
+                self._checkpoint(run, signature)
+
+    def _checkpoint(self, run: RunState, signature: dict[str, Any]) -> None:
+        """Save ``run`` (its mined samples once, in their own file, the first time)."""
+        if self.checkpoint_path is None:
+            return
+        if run.mined is not None and self._mined_digest is None:
+            self._mined_digest = save_mined(mined_file(self.checkpoint_path), run.mined)
+        save_checkpoint(
+            self.checkpoint_path,
+            {**signature, **run.state_dict(), "mined_digest": self._mined_digest},
+        )

@@ -74,8 +74,7 @@ def test_final_reports_the_last_epoch_of_one_evaluation_of_the_final_model(tiny_
 def test_val_chooses_on_validation_and_reports_one_test_evaluation(tiny_root):
     load = _loader(tiny_root)
     result = run_protocol("val", CONFIG, load, device="cpu")
-    *tests, validation = result.evaluations
-    val_records = validation["validation"]
+    tests, val_records = result.evaluations, result.validation
     # validation: 36 train_loc images, batch 10: 3 * 5 = 15 iterations; points 6, 12, 15
     assert [r["iteration"] for r in val_records] == [6, 12, 15]
     pairs = [(r["iteration"], e, s["H"]) for r in val_records for e, s in enumerate(r["gzsl"])]

@@ -290,3 +290,80 @@ def test_mean_flow_gets_the_data_derived_scale_and_shrinkage(tiny_data, shrink):
     torch.testing.assert_close(shift.scale, scale.float())
     expected = residual_shrinkage(x, y, s, scale) if shrink else 0.0
     assert float(shift.shrinkage) == pytest.approx(expected)
+
+
+def test_mined_samples_are_written_once_and_checkpoints_do_not_carry_them(tiny_data, tmp_path):
+    """Every checkpoint used to re-save the mined samples (522 MB at the end of a quick bench)."""
+    from gsmflow_nflows.training import checkpoint as checkpoint_module
+
+    writes = []
+    real_save = checkpoint_module.save_mined
+
+    def counting_save(path, mined):
+        writes.append(path)
+        return real_save(path, mined)
+
+    path = tmp_path / "run.pt"
+    config = tiny_config(mining={"enabled": True})
+    trainer = GSMFlowTrainer(config, tiny_data, checkpoint_path=path, checkpoint_every=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "save_mined", counting_save)
+        trainer.fit(stop_after=9)  # checkpoints at 2, 4, 6, 8 and 9
+    assert writes == [tmp_path / "run.mined.pt"]
+    state = torch.load(path, weights_only=True)
+    assert "mined" not in state and state["iteration"] == 9
+    assert not any(
+        isinstance(v, torch.Tensor) and v.shape[:1] == (tiny_data.num_train,)
+        for v in state.values()
+    )
+    saved = torch.load(tmp_path / "run.mined.pt", weights_only=True)
+    assert saved["features"].shape == (tiny_data.num_train, tiny_data.feature_dim)
+    # The digest recorded in the checkpoint is of these samples (computed independently).
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in (saved["features"], saved["labels"]):
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    assert state["mined_digest"] == digest.hexdigest()
+    # Resuming reads them back (no second write) and ends where an uninterrupted run ends.
+    writes.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "save_mined", counting_save)
+        resumed = GSMFlowTrainer(config, tiny_data, checkpoint_path=path, checkpoint_every=2)
+        flow = resumed.fit(resume=True)
+    assert writes == []
+    _assert_same_state(_state(flow), _state(GSMFlowTrainer(config, tiny_data).fit()))
+
+
+@pytest.mark.parametrize("damage", ["missing", "other"])
+def test_resume_refuses_missing_or_other_mined_samples(tiny_data, tmp_path, damage):
+    path = tmp_path / "run.pt"
+    config = tiny_config(mining={"enabled": True})
+    GSMFlowTrainer(config, tiny_data, checkpoint_path=path, checkpoint_every=2).fit(stop_after=4)
+    mined = tmp_path / "run.mined.pt"
+    if damage == "missing":
+        mined.unlink()
+    else:
+        content = torch.load(mined, weights_only=True)
+        content["features"] = content["features"] + 1e-3
+        torch.save(content, mined)
+    again = GSMFlowTrainer(config, tiny_data, checkpoint_path=path, checkpoint_every=2)
+    expected = "are missing" if damage == "missing" else "other mined samples"
+    with pytest.raises(CheckpointError, match=expected):
+        again.fit(resume=True)
+
+
+def test_an_old_checkpoint_holding_its_mined_samples_still_resumes(tiny_data, tmp_path):
+    """Checkpoints written before the mined samples moved to their own file carry them inline."""
+    path = tmp_path / "run.pt"
+    config = tiny_config(mining={"enabled": True})
+    GSMFlowTrainer(config, tiny_data, checkpoint_path=path, checkpoint_every=2).fit(stop_after=4)
+    state = torch.load(path, weights_only=True)
+    content = torch.load(tmp_path / "run.mined.pt", weights_only=True)
+    del state["mined_digest"]
+    state["mined"] = (content["features"], content["labels"])
+    torch.save(state, path)
+    (tmp_path / "run.mined.pt").unlink()
+    flow = GSMFlowTrainer(config, tiny_data, checkpoint_path=path).fit(resume=True)
+    _assert_same_state(_state(flow), _state(GSMFlowTrainer(config, tiny_data).fit()))
