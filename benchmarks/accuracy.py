@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from gsmflow_nflows.benchmark import BenchRequest, run_bench, seeds_from
+from gsmflow_nflows.experiment import BenchRequest, run_bench, seeds_from
 
 
 def _baseline_h(baselines: dict | None, name: str) -> str:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         ablate=ablate,
                     )
                     print(f"running {dataset} {preset} {protocol} {ablate or ''}", file=sys.stderr)
-                    results.append(run_bench(request))
+                    results.append(run_bench(request).to_dict())
                     print(markdown(results[-1:]).splitlines()[-1], file=sys.stderr)
     machine = (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

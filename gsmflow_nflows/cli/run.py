@@ -15,23 +15,18 @@ import numpy as np
 import torch
 
 from gsmflow_nflows.atomic_write import check_writable, check_writable_folder, write_with_fallback
-from gsmflow_nflows.benchmark import (
-    BenchRequest,
-    bench_config,
-    format_table,
-    imbalance_warning,
-    run_bench,
-    seeds_from,
-)
 from gsmflow_nflows.cli.main import debug_requested, error_line, main
+from gsmflow_nflows.cli.table import format_table
 from gsmflow_nflows.data import load_dataset
 from gsmflow_nflows.errors import CheckpointError, GSMFlowError
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow
+from gsmflow_nflows.experiment import BenchRequest, run_bench, seeds_from
 from gsmflow_nflows.model import generate_features
+from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.config import ABLATIONS
 from gsmflow_nflows.training.model_io import load_model, save_model
-from gsmflow_nflows.training.presets import PRESET_KINDS
-from gsmflow_nflows.training.trainer import GSMFlowTrainer, resolve_device
+from gsmflow_nflows.training.presets import PRESET_KINDS, imbalance_warning, run_config
+from gsmflow_nflows.training.trainer import GSMFlowTrainer
 
 #: The largest ``--seed``: torch takes up to 2**64 - 1; 32 bits also suit numpy-style seeds.
 MAX_SEED = 2**32 - 1
@@ -284,14 +279,15 @@ def bench(
     )
     with user_errors():
         data = load_dataset(dataset, data_root=data_root)
-        warning = imbalance_warning(bench_config(request, data), data)
+        config = run_config(dataset, data, preset, request.ablate)
+        warning = imbalance_warning(config, data)
         if warning:
             click.echo(f"warning: {warning}", err=True)
         result = run_bench(request, progress=ProgressLine())
     click.echo(format_table(result))
     if output is not None:
         with user_errors():
-            write_with_fallback(output, json.dumps(result, indent=2) + "\n")
+            write_with_fallback(output, json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"wrote {output}")
 
 
@@ -326,8 +322,7 @@ def train(
     check_outputs(output, path if path and path.exists() else None, folder=checkpoint_dir)
     with user_errors():
         data = load_dataset(dataset, data_root=data_root)
-        request = BenchRequest(dataset=dataset, preset=preset, ablate=_ablations(ablate))
-        config = bench_config(request, data).with_seed(seed)
+        config = run_config(dataset, data, preset, _ablations(ablate)).with_seed(seed)
         trainer = GSMFlowTrainer(
             config,
             data,

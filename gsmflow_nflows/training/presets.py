@@ -286,3 +286,37 @@ def preset_config(name: str, data: GZSLData, kind: str = "default") -> GSMFlowCo
     if kind == "smoke":
         return smoke_variant(generic_config(data), data)
     return generic_config(data, kind)
+
+
+def run_config(
+    dataset: str, data: GZSLData, preset: str = "default", ablate: tuple[str, ...] = ()
+) -> GSMFlowConfig:
+    """The config a run of ``preset`` on ``dataset`` uses: the preset, then the ablations.
+
+    The seed is the preset's; a run sets its own with :meth:`GSMFlowConfig.with_seed`.
+
+    Example:
+        >>> run_config("digits", data, "quick", ("mining",)).mining.enabled  # doctest: +SKIP
+        False
+    """
+    return preset_config(dataset, data, preset).ablate(list(ablate))
+
+
+def imbalance_warning(config: GSMFlowConfig, data: GZSLData) -> str | None:
+    """A warning when generated unseen features outnumber real seen ones by far (or the reverse).
+
+    The softmax classifier is trained on both; a 10-to-1 imbalance pushes its
+    predictions to one side, so that S or U collapses.
+
+    Example:
+        >>> imbalance_warning(config, data) is None  # doctest: +SKIP
+        True
+    """
+    generated = config.evaluation.samples_per_class * data.num_unseen
+    ratio = generated / data.num_train
+    if ratio > 10 or ratio < 0.1:
+        return (
+            f"the classifier sees {generated} generated unseen features against {data.num_train} "
+            f"real seen ones ({ratio:.1f}x); accuracy on one side may collapse"
+        )
+    return None

@@ -10,6 +10,9 @@ from torch import Tensor
 
 from gsmflow_nflows.losses import PrototypeLoss, VisualPerturbation, nll_per_dim
 
+#: The numeric precisions of training and sampling: float32, or bfloat16 autocast.
+PRECISIONS = ("fp32", "bf16")
+
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to bfloat16 for ``precision="bf16"``, a no-op for ``"fp32"``."""
@@ -17,7 +20,7 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
         return contextlib.nullcontext()
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ValueError(f"Unknown precision {precision!r}; choose fp32 or bf16.")
+    raise ValueError(f"Unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}.")
 
 
 def _at_least_fp32(tensor: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from gsmflow_nflows.training.checkpoint import (
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.flow_from_config import fit_semantic_mean, flow_from_config
 from gsmflow_nflows.training.run_state import RunState
-from gsmflow_nflows.training.step import train_step
+from gsmflow_nflows.training.step import PRECISIONS, train_step
 
 __all__ = ["EvaluateFn", "GSMFlowTrainer", "ProgressFn", "resolve_device", "seeded_generator"]
 
@@ -80,8 +80,10 @@ class GSMFlowTrainer:
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 1000,
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"Unknown precision {precision!r}; choose fp32 or bf16.")
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"Unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}."
+            )
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ConfigError(
                 f"checkpoint_every must be a positive integer, got {checkpoint_every!r}."

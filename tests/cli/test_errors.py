@@ -14,7 +14,6 @@ import gsmflow_nflows
 import gsmflow_nflows.cli.data as cli_data
 import gsmflow_nflows.cli.run as cli_run
 import gsmflow_nflows.data.download as download_module
-from gsmflow_nflows.benchmark import BenchRequest, run_bench, seeds_from
 from gsmflow_nflows.cli.main import INTERNAL_ERROR
 from gsmflow_nflows.data import download_dataset, load_dataset
 from gsmflow_nflows.errors import (
@@ -25,6 +24,7 @@ from gsmflow_nflows.errors import (
     WriteError,
 )
 from gsmflow_nflows.evaluation.protocols import run_protocol
+from gsmflow_nflows.experiment import BenchRequest, run_bench, seeds_from
 from gsmflow_nflows.training.config import (
     EvaluationConfig,
     FlowTrainingConfig,
@@ -79,7 +79,7 @@ def test_bench_internal_error_keeps_its_traceback(root, monkeypatch, error):
 
 def test_train_internal_error_keeps_its_traceback(root, tmp_path, monkeypatch):
     error = ValueError("internal")
-    monkeypatch.setattr(cli_run, "bench_config", _raise(error))
+    monkeypatch.setattr(cli_run, "run_config", _raise(error))
     result = invoke("train", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
                     "--device", "cpu", "--output", tmp_path / "model.pt")  # fmt: skip
     assert result.exception is error

@@ -8,9 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gsmflow_nflows.benchmark import BASELINE_NAMES, format_table
 from gsmflow_nflows.cli import main
+from gsmflow_nflows.cli.table import BASELINE_NAMES, format_table
 from gsmflow_nflows.data import load_dataset
+from gsmflow_nflows.experiment import BenchResult
 from tests.tiny_gzsl import load_tiny, make_tiny
 
 METRICS = ("S", "U", "H", "T1")
@@ -152,7 +153,7 @@ def _fake_result(gsmflow_h, eszsl_h, linear_h):
 
 
 def test_format_table_rows_and_verdict():
-    table = format_table(_fake_result(0.612, 0.55, 0.501))
+    table = format_table(BenchResult.from_dict(_fake_result(0.612, 0.55, 0.501)))
     lines = table.splitlines()
     assert lines[1].startswith("TINY") and "61.2 ± 0.0" in lines[1] and "1m15s" in lines[1]
     assert [line.split("  ")[0] for line in lines[2:6]] == list(BASELINE_NAMES.values())
@@ -163,13 +164,13 @@ def test_format_table_rows_and_verdict():
     assert "beats ESZSL (55.0)" in table and "beats linear-Gaussian (50.1)" in table
     assert "ON THE TEST SET" in table  # the paper-protocol note stays
 
-    losing = format_table(_fake_result(0.30, 0.20, 0.45))
+    losing = format_table(BenchResult.from_dict(_fake_result(0.30, 0.20, 0.45)))
     assert "GSMFlow H 30.0 vs best baseline 45.0 (linear-Gaussian): -15.0" in losing
     assert "beats ESZSL (20.0)" in losing and "loses to linear-Gaussian (45.0)" in losing
 
     result = _fake_result(0.3, 0.2, 0.45)
     result["baselines"] = None
-    plain = format_table(result)
+    plain = format_table(BenchResult.from_dict(result))
     assert "best baseline" not in plain and "ESZSL" not in plain
     assert len(plain.splitlines()) == len(table.splitlines()) - 5  # 4 rows and the verdict
 
