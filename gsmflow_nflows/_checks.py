@@ -1,7 +1,9 @@
 """Argument checks shared by the whole package.
 
 Every check raises a one-line ``ValueError`` or ``TypeError`` naming what was
-expected and what came, before any computation. Nothing here uses ``assert``:
+expected and what came, before any computation; the ``check_config_*`` checks of
+user-set configuration fields raise :class:`~gsmflow_nflows.errors.ConfigError`
+(a ``ValueError``) naming the field. Nothing here uses ``assert``:
 user input is checked even under ``python -O``. Tensor-value checks are skipped
 while ``torch.compile`` traces, so they never break a compiled graph.
 """
@@ -13,6 +15,8 @@ from numbers import Integral, Real
 
 import torch
 from torch import Tensor
+
+from gsmflow_nflows.errors import ConfigError
 
 
 def _tracing() -> bool:
@@ -141,3 +145,33 @@ def check_generator(value: object) -> torch.Generator | None:
             f"Expected generator to be a torch.Generator or None, got {type(value).__name__}."
         )
     return value
+
+
+def check_config_positive_int(owner: str, name: str, value: object) -> None:
+    """A user-set ``owner.name`` must be an integer ``>= 1`` (bools refused): else ConfigError.
+
+    Example:
+        >>> check_config_positive_int("training", "epochs", 0)
+        Traceback (most recent call last):
+        ...
+        gsmflow_nflows.errors.ConfigError: training.epochs must be a positive integer, got 0.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}.")
+
+
+def check_config_number(owner: str, name: str, value: object, *, positive: bool = False) -> None:
+    """A user-set ``owner.name`` must be a finite number ``>= 0`` (``> 0``): else ConfigError.
+
+    Example:
+        >>> check_config_number("training", "lr", 0.0, positive=True)
+        Traceback (most recent call last):
+        ...
+        gsmflow_nflows.errors.ConfigError: training.lr must be > 0, got 0.0.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}.")
+    if positive and value <= 0:
+        raise ConfigError(f"{owner}.{name} must be > 0, got {value!r}.")
+    if value < 0:
+        raise ConfigError(f"{owner}.{name} must be >= 0, got {value!r}.")

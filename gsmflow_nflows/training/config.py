@@ -12,24 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gsmflow_nflows._checks import check_config_number as _number
+from gsmflow_nflows._checks import check_config_positive_int as _positive_int
 from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.model import CONDITIONINGS, PERMUTATIONS
 
 ABLATIONS = ("mining", "positioning", "prototype", "perturbation")
-
-
-def _positive_int(owner: str, name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}.")
-
-
-def _number(owner: str, name: str, value: object, *, positive: bool = False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}.")
-    if positive and value <= 0:
-        raise ConfigError(f"{owner}.{name} must be > 0, got {value!r}.")
-    if value < 0:
-        raise ConfigError(f"{owner}.{name} must be >= 0, got {value!r}.")
 
 
 @dataclass(frozen=True)
