@@ -218,7 +218,12 @@ def build_gsmflow(
     check_matrix("class_embeddings", class_embeddings)
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"Expected conditioning in {CONDITIONINGS}, got {conditioning!r}.")
-    unused = semantic_mean is known_means is semantic_scale is None and semantic_shrinkage == 0
+    unused = (
+        semantic_mean is None
+        and known_means is None
+        and semantic_scale is None
+        and semantic_shrinkage == 0
+    )
     if conditioning != "mean" and not unused:
         raise ValueError(
             "semantic_mean, known_means and semantic_scale are used only with conditioning='mean'."

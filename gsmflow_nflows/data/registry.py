@@ -61,7 +61,7 @@ KNOWN_DATASETS: dict[str, DatasetInfo] = {
     )
 }  # fmt: skip
 
-_s = {k: v for k, v in SYNTHETIC_SETTINGS.items() if isinstance(v, int)}  # the sizes
+_s = SYNTHETIC_SETTINGS
 #: The built-in synthetic dataset, generated on first use into ``<data_root>/SYNTHETIC``.
 SYNTHETIC_INFO = DatasetInfo(
     "synthetic",
@@ -194,11 +194,14 @@ def load_dataset(
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     key = name.strip().lower()
     try:
-        options = {"split": split, "semantic": semantic, "preprocess": preprocess}
+
+        def load(folder: str) -> GZSLData:
+            return load_xlsa17(root, folder, split=split, semantic=semantic, preprocess=preprocess)
+
         if key in _BUILTIN:
             info, write, recipe = _BUILTIN[key]
             _ensure_generated(root, info.folder, write, recipe)
-            return load_xlsa17(root, info.folder, **options)
+            return load(info.folder)
         if key in KNOWN_DATASETS:
             info = KNOWN_DATASETS[key]
             folder = find_dataset_dir(root, info.folder)
@@ -208,14 +211,14 @@ def load_dataset(
                     f"`gsmflow download {key} --root {root}` (in Python: download_dataset("
                     f"{key!r}, root=...)) or copy its folder (res101.mat, att_splits.mat) there"
                 )
-            return load_xlsa17(root, folder.name, **options)
+            return load(folder.name)
         if (
             name
             and "/" not in name
             and "\\" not in name
             and find_dataset_dir(root, name) is not None
         ):
-            return load_xlsa17(root, name, **options)
+            return load(name)
         known = ", ".join([*KNOWN_DATASETS, *_BUILTIN])
         raise DatasetError(
             f"unknown dataset {name!r}: not one of {known} and no folder {name!r} in {root}; "

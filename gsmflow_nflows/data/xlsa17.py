@@ -153,7 +153,7 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
     require_keys(feat_mat, ("features", "labels"), feat_path, fix="re-extract res101.mat")
 
     split_mat = read_mat(splits_path, fix="re-download the dataset")
-    loc_keys = ("trainval_loc", "test_seen_loc", "test_unseen_loc")
+    loc_keys: tuple[str, ...] = ("trainval_loc", "test_seen_loc", "test_unseen_loc")
     if split == "val":
         loc_keys = ("train_loc", "val_loc")
     alternatives = [

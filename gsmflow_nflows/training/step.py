@@ -11,7 +11,9 @@ from torch import Tensor
 from gsmflow_nflows.losses import PrototypeLoss, VisualPerturbation, nll_per_dim
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device, precision: str
+) -> contextlib.AbstractContextManager[None]:
     """``torch.autocast`` to bfloat16 for ``precision="bf16"``, a no-op for ``"fp32"``."""
     if precision == "fp32":
         return contextlib.nullcontext()
