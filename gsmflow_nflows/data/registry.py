@@ -33,13 +33,13 @@ __all__ = [
 DATA_ROOT_ENV = "GSMFLOW_DATA"
 
 # The official xlsa17 archive of Xian et al. (CVPR 2017), linked from the MPI-INF
-# "zero-shot learning" research page and cited by many GZSL READMEs (found with a code
-# search); it holds xlsa17/data/{APY,AWA1,AWA2,CUB,SUN}/{res101.mat,att_splits.mat}.
+# "zero-shot learning" research page and cited by many GZSL READMEs; it holds
+# xlsa17/data/{APY,AWA1,AWA2,CUB,SUN}/{res101.mat,att_splits.mat}.
 XLSA17_URL = "http://datasets.d2.mpi-inf.mpg.de/xian/xlsa17.zip"
 # FLO in the xlsa17 format comes with the archive of Xian et al. (CVPR 2018, "Feature
 # Generating Networks for Zero-Shot Learning"), the "code" link of that paper as listed in
-# public zero-shot-learning paper lists (found with a code search). Its inner layout could not
-# be checked offline: the extractor looks for FLO/att_splits.mat at any depth.
+# public zero-shot-learning paper lists. Its inner layout is unverified, so the extractor
+# looks for FLO/att_splits.mat at any depth.
 FLO_URL = "http://datasets.d2.mpi-inf.mpg.de/xian/cvpr18xian.zip"
 
 #: Known public datasets by lowercase name; statistics from the xlsa17 proposed splits.
