@@ -27,9 +27,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from gsmflow_nflows.errors import WriteError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = [
     "WriteError",
@@ -57,7 +60,7 @@ class _RecordingFile(io.FileIO):
 
     error: OSError | None = None
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer, /) -> int:
         try:
             return super().write(data)
         except OSError as error:

@@ -41,7 +41,7 @@ class ContextGroups:
 
     def __init__(self, max_fraction: float = 0.5) -> None:
         self.max_fraction = max_fraction
-        self._last: weakref.ref | None = None
+        self._last: weakref.ref[Tensor] | None = None
         self._last_version = -1
         self._last_result: tuple[Tensor, Tensor] | None = None
 

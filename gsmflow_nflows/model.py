@@ -128,6 +128,76 @@ def _mixing(kind: str, features: int, generator: torch.Generator | None) -> Tran
     return LULinear(features, identity_init=True)
 
 
+def _check_conditioning(
+    conditioning: str,
+    semantic_mean: tuple[Tensor, Tensor] | None,
+    known_means: tuple[Tensor, Tensor] | None,
+    semantic_scale: Tensor | None,
+    semantic_shrinkage: float,
+) -> None:
+    """``conditioning`` is known; the semantic-mean arguments are given only with ``"mean"``."""
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"Expected conditioning in {CONDITIONINGS}, got {conditioning!r}.")
+    unused = (
+        semantic_mean is None
+        and known_means is None
+        and semantic_scale is None
+        and semantic_shrinkage == 0
+    )
+    if conditioning != "mean" and not unused:
+        raise ValueError(
+            "semantic_mean, known_means and semantic_scale are used only with conditioning='mean'."
+        )
+
+
+def _shift_layer(
+    features: int,
+    dim: int,
+    semantic_mean: tuple[Tensor, Tensor] | None,
+    known_means: tuple[Tensor, Tensor] | None,
+    semantic_scale: Tensor | None,
+    semantic_shrinkage: float,
+) -> SemanticShiftTransform:
+    """The ``conditioning="mean"`` front layer, in float32 (see :func:`build_gsmflow`)."""
+    if semantic_mean is None:
+        semantic_mean = (torch.zeros(dim, features), torch.zeros(features))
+    weight, bias = semantic_mean
+    if tuple(weight.shape) != (dim, features) or tuple(bias.shape) != (features,):
+        raise ValueError(
+            f"Expected semantic_mean of shapes ({dim}, {features}) and ({features},), "
+            f"got {tuple(weight.shape)} and {tuple(bias.shape)}."
+        )
+    vectors, means = known_means if known_means is not None else (None, None)
+    return SemanticShiftTransform(
+        weight.to(torch.float32),
+        bias.to(torch.float32),
+        known_vectors=vectors,
+        known_means=means.to(torch.float32) if means is not None else None,
+        scale=semantic_scale.to(torch.float32) if semantic_scale is not None else None,
+        shrinkage=semantic_shrinkage,
+    )
+
+
+def _initialise(
+    transform: Transform,
+    encoder: nn.Module,
+    init_scale: float,
+    generator: torch.Generator | None,
+) -> None:
+    """Draw every parameter from ``generator``: coupling nets, then the encoder's layers.
+
+    Coupling-net parameters get ``init_scale * N(0, 1)``, the encoder's anchor layers
+    PyTorch's default ``Linear`` initialisation.
+    """
+    with torch.no_grad():
+        for module in transform.modules():
+            if isinstance(module, SemanticCouplingNet):
+                for parameter in module.parameters():
+                    parameter.copy_(init_scale * torch.randn(parameter.shape, generator=generator))
+    for layer in getattr(encoder, "anchor_layers", ()):
+        reset_linear(layer, generator)
+
+
 def build_gsmflow(
     features: int,
     class_embeddings: Tensor,
@@ -216,13 +286,9 @@ def build_gsmflow(
     if not isinstance(init_scale, (int, float)) or not init_scale >= 0:
         raise ValueError(f"Expected init_scale >= 0, got {init_scale!r}.")
     check_matrix("class_embeddings", class_embeddings)
-    if conditioning not in CONDITIONINGS:
-        raise ValueError(f"Expected conditioning in {CONDITIONINGS}, got {conditioning!r}.")
-    unused = semantic_mean is known_means is semantic_scale is None and semantic_shrinkage == 0
-    if conditioning != "mean" and not unused:
-        raise ValueError(
-            "semantic_mean, known_means and semantic_scale are used only with conditioning='mean'."
-        )
+    _check_conditioning(
+        conditioning, semantic_mean, known_means, semantic_scale, semantic_shrinkage
+    )
 
     # Building nn.Linear layers draws their default init from the global RNG. With a
     # generator, every parameter is overwritten from it below: undo those draws.
@@ -230,24 +296,14 @@ def build_gsmflow(
     groups = ContextGroups()
     layers: list[Transform] = []
     if conditioning == "mean":
-        dim = class_embeddings.shape[1]
-        if semantic_mean is None:
-            semantic_mean = (torch.zeros(dim, features), torch.zeros(features))
-        weight, bias = semantic_mean
-        if tuple(weight.shape) != (dim, features) or tuple(bias.shape) != (features,):
-            raise ValueError(
-                f"Expected semantic_mean of shapes ({dim}, {features}) and ({features},), "
-                f"got {tuple(weight.shape)} and {tuple(bias.shape)}."
-            )
-        vectors, means = known_means if known_means is not None else (None, None)
         layers.append(
-            SemanticShiftTransform(
-                weight.to(torch.float32),
-                bias.to(torch.float32),
-                known_vectors=vectors,
-                known_means=means.to(torch.float32) if means is not None else None,
-                scale=semantic_scale.to(torch.float32) if semantic_scale is not None else None,
-                shrinkage=semantic_shrinkage,
+            _shift_layer(
+                features,
+                class_embeddings.shape[1],
+                semantic_mean,
+                known_means,
+                semantic_scale,
+                semantic_shrinkage,
             )
         )
         encoder: nn.Module = nn.Identity()
@@ -267,13 +323,7 @@ def build_gsmflow(
         with keep_global_rng(enabled=keep):
             layers.append(glow_block(features, context_features, hidden_features, clamp, groups))
     transform = check_values_at_entries(CompositeTransform(layers))
-    with torch.no_grad():
-        for module in transform.modules():
-            if isinstance(module, SemanticCouplingNet):
-                for parameter in module.parameters():
-                    parameter.copy_(init_scale * torch.randn(parameter.shape, generator=generator))
-    for layer in getattr(encoder, "anchor_layers", ()):
-        reset_linear(layer, generator)
+    _initialise(transform, encoder, init_scale, generator)
     flow = Flow(transform, _StandardNormal([features]), embedding_net=encoder)
     return flow.to(device=class_embeddings.device, dtype=class_embeddings.dtype)
 

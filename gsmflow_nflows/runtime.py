@@ -139,8 +139,8 @@ def keep_global_rng(device: torch.device | None = None, *, enabled: bool = True)
         >>> torch.equal(state, torch.get_rng_state())
         True
     """
-    cuda = device is not None and torch.device(device).type == "cuda"
-    devices = [torch.device(device).index or 0] if cuda else []
+    cuda = device is not None and device.type == "cuda"
+    devices = [device.index or 0] if device is not None and cuda else []
     with torch.random.fork_rng(devices=devices, enabled=enabled):
         yield
 

@@ -76,11 +76,15 @@ class RelativePositioningEncoder(nn.Module):
         torch.Size([4, 16])
     """
 
+    anchors: Tensor
+
     def __init__(
         self, anchors: Tensor, out_features: int = 1024, *, groups: ContextGroups | None = None
     ) -> None:
         super().__init__()
         check_matrix("anchors", anchors)
+        if anchors.shape[0] == 0:
+            raise ValueError("Expected at least one anchor class vector, got none.")
         check_int("out_features", out_features, minimum=1)
         self.in_features = anchors.shape[1]
         self.out_features = out_features
@@ -131,10 +135,11 @@ class RelativePositioningEncoder(nn.Module):
         return embedding
 
     def _encode(self, class_embeddings: Tensor) -> Tensor:
-        embedding = None
+        embedding: Tensor | None = None
         for anchor, layer in zip(self.anchors, self.anchor_layers, strict=True):
             term = torch.relu(layer(class_embeddings - anchor))
             embedding = term if embedding is None else embedding + term
+        assert embedding is not None  # __init__ requires at least one anchor
         return embedding
 
     def extra_repr(self) -> str:

@@ -21,6 +21,8 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from nflows.transforms.base import Transform
 from torch import Tensor
@@ -297,7 +299,9 @@ class SemanticShiftTransform(Transform):
             raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}.")
         self.register_buffer("shrinkage", weight.new_tensor(float(shrinkage)))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # Model files written before ``scale`` existed were unscaled: keep them loading.
         state_dict.setdefault(prefix + "scale", torch.ones_like(self.scale))
         state_dict.setdefault(prefix + "shrinkage", torch.zeros_like(self.shrinkage))

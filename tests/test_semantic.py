@@ -92,3 +92,8 @@ def test_wrong_input_width_and_rank():
         encoder(torch.randn(3))
     with pytest.raises(TypeError, match="torch.Tensor"):
         encoder([[1.0, 2.0, 3.0]])
+
+
+def test_no_anchors():
+    with pytest.raises(ValueError, match="at least one anchor"):
+        RelativePositioningEncoder(torch.empty(0, 3), 8)

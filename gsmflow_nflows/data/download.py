@@ -15,6 +15,7 @@ new transfer); partly extracted files are always removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -26,7 +27,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -81,6 +82,93 @@ def _make_dirs(path: Path, root: Path) -> None:
         ) from exc
 
 
+def _open(
+    url: str, start: int, *, timeout: float, offline_hint: str, restart_on_416: bool
+) -> http.client.HTTPResponse | None:
+    """The server's response to a GET of ``url`` from byte ``start`` on.
+
+    ``None`` when the server answers 416 (range not satisfiable) and ``restart_on_416``:
+    the partial file is stale and the transfer has to start over.
+    """
+    headers = {"User-Agent": "gsmflow-nflows"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (scheme checked)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and restart_on_416:
+            return None
+        raise DatasetError(
+            f"{url}: server answered HTTP {exc.code} {exc.reason}; check the URL (url=)"
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        host = urllib.parse.urlparse(url).hostname
+        raise DatasetError(f"cannot reach {host} ({reason}); {offline_hint}") from exc
+
+
+def _body_range(
+    response: http.client.HTTPResponse, start: int, url: str, *, may_restart: bool
+) -> tuple[int, int | None] | None:
+    """``(first byte, total size or None)`` of the body the server is sending.
+
+    A 206 answer continues the partial file at ``start``; any other answer (the server
+    ignored the range, or there was none) starts at 0. ``None`` when a 206 answer's
+    ``Content-Range`` does not continue the partial file and ``may_restart``.
+    """
+    if response.status == 206 and start:
+        match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+        if not match or int(match.group(1)) != start:
+            if not may_restart:
+                raise DatasetError(f"{url}: server sent a bad Content-Range; try again later")
+            return None
+        return start, None if match.group(2) == "*" else int(match.group(2))
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _write_body(
+    response: http.client.HTTPResponse,
+    part: Path,
+    done: int,
+    total: int | None,
+    url: str,
+    progress: ProgressCallback | None,
+) -> int:
+    """Write the body to ``part`` (appended to when ``done`` bytes are already there).
+
+    Returns:
+        The size of ``part`` afterwards.
+    """
+    try:
+        with open(part, "ab" if done else "wb") as out:
+            if progress is not None:
+                progress(done, total)
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (OSError, ValueError, http.client.HTTPException) as exc:  # cut, reset
+                    raise _Interrupted(
+                        f"download of {url} interrupted after {done} bytes "
+                        f"({type(exc).__name__}); run the same command again to resume "
+                        f"from {part}"
+                    ) from exc
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except OSError as exc:  # the local side: full disk, unwritable folder
+        raise _Interrupted(
+            f"cannot write {part} ({_reason(exc)}) after {done} bytes; free disk space "
+            f"there and run the same command again to resume"
+        ) from exc
+    return done
+
+
 def _fetch(
     url: str,
     dest: Path,
@@ -90,71 +178,36 @@ def _fetch(
     offline_hint: str,
     _retry: bool = True,
 ) -> None:
-    """Download ``url`` to ``dest`` through ``dest.part``, resuming that file if present."""
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming that file if present.
+
+    A partial file the server cannot continue is deleted and the transfer started over,
+    once.
+    """
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.is_file() else 0
-    headers = {"User-Agent": "gsmflow-nflows"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (scheme checked)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416 and start and _retry:  # stale partial file: start over
-            part.unlink()
-            return _fetch(url, dest, progress=progress, timeout=timeout,
-                          offline_hint=offline_hint, _retry=False)  # fmt: skip
-        raise DatasetError(
-            f"{url}: server answered HTTP {exc.code} {exc.reason}; check the URL (url=)"
-        ) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        host = urllib.parse.urlparse(url).hostname
-        raise DatasetError(f"cannot reach {host} ({reason}); {offline_hint}") from exc
 
+    def start_over() -> None:
+        part.unlink()
+        _fetch(
+            url, dest, progress=progress, timeout=timeout, offline_hint=offline_hint, _retry=False
+        )
+
+    response = _open(
+        url,
+        start,
+        timeout=timeout,
+        offline_hint=offline_hint,
+        restart_on_416=bool(start) and _retry,
+    )
+    if response is None:
+        return start_over()
     with response:
-        total = None
-        mode = "wb"
-        done = 0
-        if response.status == 206 and start:
-            match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
-            if not match or int(match.group(1)) != start:
-                if not _retry:
-                    raise DatasetError(f"{url}: server sent a bad Content-Range; try again later")
-                response.close()
-                part.unlink()
-                return _fetch(url, dest, progress=progress, timeout=timeout,
-                              offline_hint=offline_hint, _retry=False)  # fmt: skip
-            total = None if match.group(2) == "*" else int(match.group(2))
-            mode, done = "ab", start
-        else:  # 200: the server ignored the range (or there was none): start over
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        try:
-            with open(part, mode) as out:
-                if progress is not None:
-                    progress(done, total)
-                while True:
-                    try:
-                        chunk = response.read(_CHUNK)
-                    except (OSError, ValueError, http.client.HTTPException) as exc:  # cut, reset
-                        raise _Interrupted(
-                            f"download of {url} interrupted after {done} bytes "
-                            f"({type(exc).__name__}); run the same command again to resume "
-                            f"from {part}"
-                        ) from exc
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-        except OSError as exc:  # the local side: full disk, unwritable folder
-            raise _Interrupted(
-                f"cannot write {part} ({_reason(exc)}) after {done} bytes; free disk space "
-                f"there and run the same command again to resume"
-            ) from exc
+        body = _body_range(response, start, url, may_restart=_retry)
+        if body is None:
+            response.close()
+            return start_over()
+        first, total = body
+        done = _write_body(response, part, first, total, url, progress)
     if total is not None and done != total:
         raise _Interrupted(
             f"download of {url} stopped after {done} of {total} bytes; "
@@ -243,53 +296,64 @@ def _copy_member(src: IO[bytes], out: Path) -> None:
             dst.write(chunk)
 
 
-def _extract(archive: Path, folder: str, target: Path) -> None:
-    """Extract the archive's ``<folder>/`` (at any depth) into ``target`` atomically.
+def _dataset_prefix(
+    members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], folder: str, archive: Path
+) -> tuple[str, ...]:
+    """Path components of the archive's ``<folder>/`` (at any depth, any case).
 
-    Partly extracted files are always removed. The archive is deleted when it is the cause
-    (corrupt data, unsafe member, unsupported compression or encryption, wrong layout) and
-    kept when the local side is (an OSError while writing: full disk, unwritable folder).
+    It is the first folder named ``folder`` that holds an ``att_splits.mat``.
+    """
+    prefix = next(
+        (
+            parts[:-1]
+            for _, parts in members
+            if len(parts) >= 2
+            and parts[-1] == "att_splits.mat"
+            and parts[-2].lower() == folder.lower()
+        ),
+        None,
+    )
+    if prefix is None:
+        raise DatasetError(
+            f"{archive.name}: no {folder}/att_splits.mat inside, so it does not hold "
+            f"{folder} (deleted); check the URL"
+        )
+    return prefix
+
+
+def _extract_members(
+    zf: zipfile.ZipFile,
+    members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
+    prefix: tuple[str, ...],
+    into: Path,
+    archive: Path,
+) -> None:
+    """Write the files under ``prefix`` into the folder ``into``, without that prefix."""
+    base = into.resolve()
+    for member, parts in members:
+        if member.is_dir() or parts[: len(prefix)] != prefix:
+            continue
+        out = into.joinpath(*parts[len(prefix) :])
+        if base not in out.resolve().parents:
+            raise DatasetError(
+                f"{archive.name}: member {member.filename!r} escapes the target "
+                f"folder; refusing the archive (deleted), check the URL"
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(member) as src:
+            _copy_member(src, out)
+
+
+@contextlib.contextmanager
+def _extraction_errors(archive: Path, folder: str, target: Path) -> Iterator[None]:
+    """Turn a failed extraction into one DatasetError, deleting the archive if it is the cause.
+
+    The archive is the cause of corrupt data, unsupported compression or encryption and
+    every DatasetError (unsafe member, wrong layout); the local side is of an OSError
+    (full disk, unwritable folder), which keeps the archive.
     """
     try:
-        with zipfile.ZipFile(archive) as zf:
-            members = [(m, _member_parts(m, archive)) for m in zf.infolist()]
-            prefix = next(
-                (
-                    parts[:-1]
-                    for _, parts in members
-                    if len(parts) >= 2
-                    and parts[-1] == "att_splits.mat"
-                    and parts[-2].lower() == folder.lower()
-                ),
-                None,
-            )
-            if prefix is None:
-                raise DatasetError(
-                    f"{archive.name}: no {folder}/att_splits.mat inside, so it does not hold "
-                    f"{folder} (deleted); check the URL"
-                )
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=target.parent))
-            try:
-                base = tmp.resolve()
-                for member, parts in members:
-                    if member.is_dir() or parts[: len(prefix)] != prefix:
-                        continue
-                    out = tmp.joinpath(*parts[len(prefix) :])
-                    if base not in out.resolve().parents:
-                        raise DatasetError(
-                            f"{archive.name}: member {member.filename!r} escapes the target "
-                            f"folder; refusing the archive (deleted), check the URL"
-                        )
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src:
-                        _copy_member(src, out)
-                _check_layout(tmp, f"{archive.name}:{'/'.join(prefix)}")
-                if target.exists():
-                    shutil.rmtree(target)
-                os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        yield
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         archive.unlink(missing_ok=True)
         raise DatasetError(
@@ -310,6 +374,28 @@ def _extract(archive: Path, folder: str, target: Path) -> None:
             f"files removed, the downloaded {archive} kept: free disk space or fix permissions "
             f"and run the same command again"
         ) from exc
+
+
+def _extract(archive: Path, folder: str, target: Path) -> None:
+    """Extract the archive's ``<folder>/`` (at any depth) into ``target`` atomically.
+
+    Partly extracted files are always removed. The archive is deleted when it is the cause
+    (corrupt data, unsafe member, unsupported compression or encryption, wrong layout) and
+    kept when the local side is (an OSError while writing: full disk, unwritable folder).
+    """
+    with _extraction_errors(archive, folder, target), zipfile.ZipFile(archive) as zf:
+        members = [(m, _member_parts(m, archive)) for m in zf.infolist()]
+        prefix = _dataset_prefix(members, folder, archive)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=target.parent))
+        try:
+            _extract_members(zf, members, prefix, tmp, archive)
+            _check_layout(tmp, f"{archive.name}:{'/'.join(prefix)}")
+            if target.exists():
+                shutil.rmtree(target)
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_dataset(

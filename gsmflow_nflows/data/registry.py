@@ -33,13 +33,13 @@ __all__ = [
 DATA_ROOT_ENV = "GSMFLOW_DATA"
 
 # The official xlsa17 archive of Xian et al. (CVPR 2017), linked from the MPI-INF
-# "zero-shot learning" research page and cited by many GZSL READMEs (found with a code
-# search); it holds xlsa17/data/{APY,AWA1,AWA2,CUB,SUN}/{res101.mat,att_splits.mat}.
+# "zero-shot learning" research page and cited by many GZSL READMEs; it holds
+# xlsa17/data/{APY,AWA1,AWA2,CUB,SUN}/{res101.mat,att_splits.mat}.
 XLSA17_URL = "http://datasets.d2.mpi-inf.mpg.de/xian/xlsa17.zip"
 # FLO in the xlsa17 format comes with the archive of Xian et al. (CVPR 2018, "Feature
 # Generating Networks for Zero-Shot Learning"), the "code" link of that paper as listed in
-# public zero-shot-learning paper lists (found with a code search). Its inner layout could not
-# be checked offline: the extractor looks for FLO/att_splits.mat at any depth.
+# public zero-shot-learning paper lists. Its inner layout is unverified, so the extractor
+# looks for FLO/att_splits.mat at any depth.
 FLO_URL = "http://datasets.d2.mpi-inf.mpg.de/xian/cvpr18xian.zip"
 
 #: Known public datasets by lowercase name; statistics from the xlsa17 proposed splits.
@@ -61,7 +61,7 @@ KNOWN_DATASETS: dict[str, DatasetInfo] = {
     )
 }  # fmt: skip
 
-_s = {k: v for k, v in SYNTHETIC_SETTINGS.items() if isinstance(v, int)}  # the sizes
+_s = SYNTHETIC_SETTINGS
 #: The built-in synthetic dataset, generated on first use into ``<data_root>/SYNTHETIC``.
 SYNTHETIC_INFO = DatasetInfo(
     "synthetic",
@@ -194,11 +194,14 @@ def load_dataset(
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     key = name.strip().lower()
     try:
-        options = {"split": split, "semantic": semantic, "preprocess": preprocess}
+
+        def load(folder: str) -> GZSLData:
+            return load_xlsa17(root, folder, split=split, semantic=semantic, preprocess=preprocess)
+
         if key in _BUILTIN:
             info, write, recipe = _BUILTIN[key]
             _ensure_generated(root, info.folder, write, recipe)
-            return load_xlsa17(root, info.folder, **options)
+            return load(info.folder)
         if key in KNOWN_DATASETS:
             info = KNOWN_DATASETS[key]
             folder = find_dataset_dir(root, info.folder)
@@ -208,14 +211,14 @@ def load_dataset(
                     f"`gsmflow download {key} --root {root}` (in Python: download_dataset("
                     f"{key!r}, root=...)) or copy its folder (res101.mat, att_splits.mat) there"
                 )
-            return load_xlsa17(root, folder.name, **options)
+            return load(folder.name)
         if (
             name
             and "/" not in name
             and "\\" not in name
             and find_dataset_dir(root, name) is not None
         ):
-            return load_xlsa17(root, name, **options)
+            return load(name)
         known = ", ".join([*KNOWN_DATASETS, *_BUILTIN])
         raise DatasetError(
             f"unknown dataset {name!r}: not one of {known} and no folder {name!r} in {root}; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import scipy.io
@@ -26,6 +27,23 @@ __all__ = ["SYNTHETIC_FOLDER", "SYNTHETIC_SETTINGS", "make_synthetic_gzsl"]
 
 #: Folder of the built-in ``synthetic`` dataset in the data root.
 SYNTHETIC_FOLDER = "SYNTHETIC"
+
+
+class SyntheticSettings(TypedDict):
+    """The keyword arguments of ``make_synthetic_gzsl`` that ``SYNTHETIC_SETTINGS`` fixes."""
+
+    num_classes: int
+    num_seen: int
+    attribute_dim: int
+    feature_dim: int
+    train_per_class: int
+    test_seen_per_class: int
+    test_unseen_per_class: int
+    unexplained_scale: float
+    noise_scale: float
+    seed: int
+
+
 #: Arguments of ``make_synthetic_gzsl`` for the built-in, aPY-shaped ``synthetic`` dataset.
 #:
 #: aPY's shape (32 classes, 20 seen / 12 unseen, 64-d attributes, 2048-d features, 100 / 25 / 60
@@ -43,7 +61,7 @@ SYNTHETIC_FOLDER = "SYNTHETIC"
 #:   (before: 53.3%).
 #:
 #: With seeds 1 and 2 instead of 0: 86.8% / 22.6% and 85.0% / 24.6%.
-SYNTHETIC_SETTINGS: dict[str, int | float] = {
+SYNTHETIC_SETTINGS: SyntheticSettings = {
     "num_classes": 32,
     "num_seen": 20,
     "attribute_dim": 64,
@@ -56,6 +74,11 @@ SYNTHETIC_SETTINGS: dict[str, int | float] = {
     "seed": 0,
 }
 _LOC_KEYS = ("trainval_loc", "train_loc", "val_loc", "test_seen_loc", "test_unseen_loc")
+
+
+#: What a layout yields: attributes ``[A, C]``, class names, 0-based index vectors by
+#: ``*_loc`` key, 0-based labels ``[N]``, and extra ``att_splits.mat`` entries.
+_Layout = tuple[np.ndarray, list[str], dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]
 
 
 def _default_seen(num_classes: int) -> int:
@@ -79,7 +102,9 @@ def _cells(strings: Sequence[str]) -> np.ndarray:
     return cells
 
 
-def _spread(images: np.ndarray, classes: np.ndarray, labels: np.ndarray, rng) -> None:
+def _spread(
+    images: np.ndarray, classes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> None:
     """Give ``images`` labels from ``classes``, every class at least once when possible."""
     if images.size == 0 or classes.size == 0:
         return
@@ -89,7 +114,13 @@ def _spread(images: np.ndarray, classes: np.ndarray, labels: np.ndarray, rng) ->
     ]
 
 
-def _real_layout(path: Path, num_seen: int | None, seen_classes, num_val_classes, rng):
+def _real_layout(
+    path: Path,
+    num_seen: int | None,
+    seen_classes: Sequence[int] | None,
+    num_val_classes: int | None,
+    rng: np.random.Generator,
+) -> _Layout:
     """Attributes, names, locs of a real splits file; labels consistent with its locs."""
     mat = read_mat(path, fix="pass an existing att_splits.mat")
     require_keys(mat, ("att", "trainval_loc", "test_seen_loc", "test_unseen_loc"), path, fix="")
@@ -140,7 +171,16 @@ def _real_layout(path: Path, num_seen: int | None, seen_classes, num_val_classes
     return att, names, {k: v for k, v in locs.items()}, labels, extra
 
 
-def _own_layout(num_classes, num_seen, attribute_dim, train_pc, seen_pc, unseen_pc, val_k, rng):
+def _own_layout(
+    num_classes: int,
+    num_seen: int,
+    attribute_dim: int,
+    train_pc: int,
+    seen_pc: int,
+    unseen_pc: int,
+    val_k: int | None,
+    rng: np.random.Generator,
+) -> _Layout:
     """Attributes and a fresh xlsa17-like split (train_loc | val_loc = trainval | test_seen)."""
     if not 0 < num_seen < num_classes:
         raise DatasetError(f"num_seen must be in 1..{num_classes - 1}, got {num_seen}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -113,7 +114,7 @@ class GZSLData:
             >>> data.to("cuda").train_features.device  # doctest: +SKIP
             device(type='cuda', index=0)
         """
-        moved = {
+        moved: dict[str, Any] = {
             field.name: value.to(device)
             for field in dataclasses.fields(self)
             if isinstance(value := getattr(self, field.name), Tensor)

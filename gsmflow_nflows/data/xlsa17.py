@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -131,9 +131,8 @@ def _class_names(mat: dict[str, Any], count: int, folder: Path, path: Path) -> t
     return tuple(f"class_{i + 1:03d}" for i in range(count))
 
 
-def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
-    feat_path = folder / FEATURES_FILE
-    splits_path = folder / splits_file_name(semantic)
+def _check_files(folder: Path, feat_path: Path, splits_path: Path) -> None:
+    """Both files are there, or the error says what to copy where."""
     if not splits_path.is_file():
         others = sorted(p.name.removesuffix("_splits.mat") for p in folder.glob("*_splits.mat"))
         hint = (
@@ -148,14 +147,15 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
             f"{feat_path}: file not found; the data.mat + label.mat variant is not supported, "
             f"use the xlsa17 files (res101.mat + att_splits.mat) of this dataset"
         )
-    fix = f"copy the dataset's {FEATURES_FILE} into {folder} or run `gsmflow download`"
-    feat_mat = read_mat(feat_path, fix=fix, variable_names=("features", "labels"))
-    require_keys(feat_mat, ("features", "labels"), feat_path, fix="re-extract res101.mat")
 
+
+def _read_splits(folder: Path, splits_path: Path, split: str) -> tuple[dict[str, Any], list[str]]:
+    """The splits file's contents and the index-vector keys ``split`` uses, all present."""
     split_mat = read_mat(splits_path, fix="re-download the dataset")
-    loc_keys = ("trainval_loc", "test_seen_loc", "test_unseen_loc")
     if split == "val":
-        loc_keys = ("train_loc", "val_loc")
+        loc_keys = ["train_loc", "val_loc"]
+    else:
+        loc_keys = ["trainval_loc", "test_seen_loc", "test_unseen_loc"]
     alternatives = [
         p.name for p in sorted(folder.glob("*_splits.mat")) if p != splits_path and split == "val"
     ]
@@ -166,7 +166,11 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
     )
     require_keys(split_mat, ("att",), splits_path, fix="use the dataset's original splits file")
     require_keys(split_mat, loc_keys, splits_path, fix=loc_fix)
+    return split_mat, loc_keys
 
+
+def _class_vectors(split_mat: dict[str, Any], splits_path: Path) -> np.ndarray:
+    """The checked ``att`` matrix ``[A, C]``, one column per class of ``allclasses_names``."""
     att = np.asarray(split_mat["att"])
     if att.ndim != 2 or att.dtype.kind not in "iuf":
         raise DatasetError(
@@ -186,15 +190,17 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
                 f"'allclasses_names' lists {n_names} classes{transposed}; "
                 f"the embedding must have one column per class"
             )
+    return att
 
+
+def _features(feat_mat: dict[str, Any], feat_path: Path, n: int) -> np.ndarray:
+    """The checked ``features`` as ``[N, D]``, ``n`` the number of labels (D x N or N x D)."""
     features = np.asarray(feat_mat["features"])
-    labels_raw = np.asarray(feat_mat["labels"]).reshape(-1)
     if features.ndim != 2 or features.dtype.kind not in "iuf":
         raise DatasetError(
             f"{feat_path}: key 'features' must be a numeric D x N matrix, "
             f"got {features.dtype} {features.shape}"
         )
-    n = labels_raw.size
     if features.shape[1] == n:
         features = features.T
     elif features.shape[0] != n:
@@ -204,6 +210,23 @@ def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
         )
     check_feature_dim(features, "features", feat_path)
     check_finite(features, "features", feat_path, dtype=_USE_DTYPE)
+    return features
+
+
+def _read_raw(folder: Path, semantic: str, split: str) -> _Raw:
+    feat_path = folder / FEATURES_FILE
+    splits_path = folder / splits_file_name(semantic)
+    _check_files(folder, feat_path, splits_path)
+    fix = f"copy the dataset's {FEATURES_FILE} into {folder} or run `gsmflow download`"
+    feat_mat = read_mat(feat_path, fix=fix, variable_names=("features", "labels"))
+    require_keys(feat_mat, ("features", "labels"), feat_path, fix="re-extract res101.mat")
+    split_mat, loc_keys = _read_splits(folder, splits_path, split)
+    att = _class_vectors(split_mat, splits_path)
+    num_classes = att.shape[1]
+
+    labels_raw = np.asarray(feat_mat["labels"]).reshape(-1)
+    n = labels_raw.size
+    features = _features(feat_mat, feat_path, n)
     labels = check_class_ids(labels_raw, num_classes, "labels", feat_path)
 
     what = f"the {n} images of {FEATURES_FILE}"
@@ -246,6 +269,77 @@ def _minmax(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 def _map(labels: np.ndarray, classes: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.searchsorted(classes, labels).astype(np.int64))
+
+
+def _as_f32(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+class _Split(NamedTuple):
+    """0-based image indices of the three parts, and the keys the train and unseen ones name."""
+
+    train: np.ndarray
+    test_seen: np.ndarray
+    test_unseen: np.ndarray
+    train_key: str
+    unseen_key: str
+
+
+def _split_images(raw: _Raw, split: str, val_seen_fraction: float, val_seed: int) -> _Split:
+    """The images of each part of ``split``, the index vectors checked disjoint."""
+    path = raw.splits_path
+    if split == "test":
+        train_idx = raw.locs["trainval_loc"]
+        seen_idx = raw.locs["test_seen_loc"]
+        unseen_idx = raw.locs["test_unseen_loc"]
+        check_disjoint(train_idx, seen_idx, "trainval_loc", "test_seen_loc", path)
+        check_disjoint(train_idx, unseen_idx, "trainval_loc", "test_unseen_loc", path)
+        check_disjoint(seen_idx, unseen_idx, "test_seen_loc", "test_unseen_loc", path)
+        return _Split(train_idx, seen_idx, unseen_idx, "trainval_loc", "test_unseen_loc")
+    pool = raw.locs["train_loc"]
+    unseen_idx = raw.locs["val_loc"]
+    check_disjoint(pool, unseen_idx, "train_loc", "val_loc", path)
+    held = _val_seen_holdout(raw.labels[pool], val_seen_fraction, val_seed)
+    return _Split(pool[~held], pool[held], unseen_idx, "train_loc", "val_loc")
+
+
+def _split_classes(raw: _Raw, parts: _Split) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted seen and unseen class ids of the split, checked to form a GZSL problem."""
+    path, labels = raw.splits_path, raw.labels
+    seen = np.unique(labels[parts.train])
+    unseen = np.unique(labels[parts.test_unseen])
+    check_disjoint(seen, unseen, parts.train_key, parts.unseen_key, path, unit="classes")
+    check_class_count(seen.size, unseen.size, parts.train_key, parts.unseen_key, path)
+    used = raw.embeddings[np.concatenate([seen, unseen])].astype(_USE_DTYPE)
+    warn_identical_class_vectors(used, "att", path)
+    stray = np.setdiff1d(labels[parts.test_seen], seen)
+    if stray.size:
+        raise DatasetError(
+            f"{path}: 'test_seen_loc' holds images of class {int(stray[0]) + 1} that has no "
+            f"training image in {parts.train_key!r}; seen test classes must be training classes"
+        )
+    return seen, unseen
+
+
+def _split_features(
+    raw: _Raw, parts: _Split, preprocess: bool, feat_path: Path
+) -> list[np.ndarray]:
+    """Train, test-seen and test-unseen features in float64, min-max scaled if ``preprocess``."""
+    images = (parts.train, parts.test_seen, parts.test_unseen)
+    features = [raw.features[idx].astype(np.float64) for idx in images]
+    if not preprocess:
+        return features
+    features = _minmax(*features)
+    limit = float(np.finfo(_USE_DTYPE).max)
+    for part, x in (("test seen", features[1]), ("test unseen", features[2])):
+        if x.size and float(np.abs(x).max()) > limit:
+            raise DatasetError(
+                f"{feat_path}: key 'features' of the {part} images exceeds the "
+                f"float32 range after the min-max scaling (some feature varies very little "
+                f"in training, a lot in test); rescale the features (in Python, "
+                f"preprocess=False loads them unscaled)"
+            )
+    return features
 
 
 def load_xlsa17(
@@ -318,68 +412,22 @@ def load_xlsa17(
             f"put the xlsa17 files (res101.mat, att_splits.mat) there or run `gsmflow download`"
         )
     raw = _read_raw(folder, semantic, split)
-    path = raw.splits_path
+    parts = _split_images(raw, split, val_seen_fraction, val_seed)
+    seen, unseen = _split_classes(raw, parts)
+    x_train, x_seen, x_unseen = _split_features(raw, parts, preprocess, folder / FEATURES_FILE)
     labels = raw.labels
-
-    if split == "test":
-        train_idx = raw.locs["trainval_loc"]
-        seen_idx = raw.locs["test_seen_loc"]
-        unseen_idx = raw.locs["test_unseen_loc"]
-        check_disjoint(train_idx, seen_idx, "trainval_loc", "test_seen_loc", path)
-        check_disjoint(train_idx, unseen_idx, "trainval_loc", "test_unseen_loc", path)
-        check_disjoint(seen_idx, unseen_idx, "test_seen_loc", "test_unseen_loc", path)
-        train_key, unseen_key = "trainval_loc", "test_unseen_loc"
-    else:
-        pool = raw.locs["train_loc"]
-        unseen_idx = raw.locs["val_loc"]
-        check_disjoint(pool, unseen_idx, "train_loc", "val_loc", path)
-        held = _val_seen_holdout(labels[pool], val_seen_fraction, val_seed)
-        train_idx, seen_idx = pool[~held], pool[held]
-        train_key, unseen_key = "train_loc", "val_loc"
-
-    seen = np.unique(labels[train_idx])
-    unseen = np.unique(labels[unseen_idx])
-    check_disjoint(seen, unseen, train_key, unseen_key, path, unit="classes")
-    check_class_count(seen.size, unseen.size, train_key, unseen_key, path)
-    used = raw.embeddings[np.concatenate([seen, unseen])].astype(_USE_DTYPE)
-    warn_identical_class_vectors(used, "att", path)
-    stray = np.setdiff1d(labels[seen_idx], seen)
-    if stray.size:
-        raise DatasetError(
-            f"{path}: 'test_seen_loc' holds images of class {int(stray[0]) + 1} that has no "
-            f"training image in {train_key!r}; seen test classes must be training classes"
-        )
-
-    x_train = raw.features[train_idx].astype(np.float64)
-    x_seen = raw.features[seen_idx].astype(np.float64)
-    x_unseen = raw.features[unseen_idx].astype(np.float64)
-    if preprocess:
-        x_train, x_seen, x_unseen = _minmax(x_train, x_seen, x_unseen)
-        limit = float(np.finfo(_USE_DTYPE).max)
-        for part, x in (("test seen", x_seen), ("test unseen", x_unseen)):
-            if x.size and float(np.abs(x).max()) > limit:
-                raise DatasetError(
-                    f"{folder / FEATURES_FILE}: key 'features' of the {part} images exceeds the "
-                    f"float32 range after the min-max scaling (some feature varies very little "
-                    f"in training, a lot in test); rescale the features (in Python, "
-                    f"preprocess=False loads them unscaled)"
-                )
-
-    def as_f32(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
     return GZSLData(
         name=folder.name,
-        train_features=as_f32(x_train),
-        train_labels=_map(labels[train_idx], seen),
-        test_seen_features=as_f32(x_seen),
-        test_seen_labels=_map(labels[seen_idx], seen),
-        test_unseen_features=as_f32(x_unseen),
-        test_unseen_labels=_map(labels[unseen_idx], unseen),
+        train_features=_as_f32(x_train),
+        train_labels=_map(labels[parts.train], seen),
+        test_seen_features=_as_f32(x_seen),
+        test_seen_labels=_map(labels[parts.test_seen], seen),
+        test_unseen_features=_as_f32(x_unseen),
+        test_unseen_labels=_map(labels[parts.test_unseen], unseen),
         seen_classes=torch.from_numpy(seen.astype(np.int64)),
         unseen_classes=torch.from_numpy(unseen.astype(np.int64)),
-        seen_embeddings=as_f32(raw.embeddings[seen]),
-        unseen_embeddings=as_f32(raw.embeddings[unseen]),
+        seen_embeddings=_as_f32(raw.embeddings[seen]),
+        unseen_embeddings=_as_f32(raw.embeddings[unseen]),
         class_names=raw.class_names,
         split=split,
     )

@@ -109,9 +109,9 @@ def choose_calibration(
         margins = torch.quantile(margins, torch.linspace(0, 1, MAX_CANDIDATES, dtype=margins.dtype))
     cuts = torch.cat([margins[:1] - 1, (margins[1:] + margins[:-1]) / 2, margins[-1:] + 1])
     candidates = torch.cat([torch.zeros(1, dtype=cuts.dtype, device=cuts.device), cuts])
-    candidates = candidates[torch.argsort(candidates.abs(), stable=True)].tolist()
+    offsets = candidates[torch.argsort(candidates.abs(), stable=True)].tolist()
     best: tuple[float, GZSLScores] | None = None
-    for offset in candidates:
+    for offset in offsets:
         shift = torch.zeros(both.shape[1], dtype=both.dtype, device=both.device)
         shift[:num_seen] = offset
         scores = gzsl_scores(

@@ -175,7 +175,7 @@ def train_softmax_classifier(
     optimizer = torch.optim.Adam(
         classifier.parameters(),
         lr=lr,
-        betas=tuple(betas),
+        betas=(float(betas[0]), float(betas[1])),
         weight_decay=weight_decay,
         foreach=True,  # one multi-tensor step, not a Python loop per tensor
     )
@@ -185,8 +185,8 @@ def train_softmax_classifier(
         classifier.train()
         order = randperm(num_samples, generator, train_features.device)
         for start in range(0, num_samples, batch_size):
-            index = order[start : start + batch_size]
-            loss = F.nll_loss(classifier(train_features[index]), train_labels[index])
+            batch = order[start : start + batch_size]
+            loss = F.nll_loss(classifier(train_features[batch]), train_labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

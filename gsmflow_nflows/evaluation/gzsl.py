@@ -30,6 +30,11 @@ from gsmflow_nflows.evaluation.classifier import (
 from gsmflow_nflows.evaluation.metrics import GZSLScores, gzsl_scores, zsl_top1
 
 
+def _part_labels(part: str, labels: Tensor, features: Tensor, num_classes: int) -> Tensor:
+    """The checked ``<part>_labels``: one per row of ``features``, in ``0..num_classes-1``."""
+    return check_labels(f"{part}_labels", labels, length=features.shape[0], num_classes=num_classes)
+
+
 def evaluate_gzsl(
     *,
     seen_features: Tensor,
@@ -105,26 +110,11 @@ def evaluate_gzsl(
     generated_features = check_matrix("generated_features", generated_features, columns=dim)
     test_seen_features = check_matrix("test_seen_features", test_seen_features, columns=dim)
     test_unseen_features = check_matrix("test_unseen_features", test_unseen_features, columns=dim)
-    seen_labels = check_labels(
-        "seen_labels", seen_labels, length=seen_features.shape[0], num_classes=num_seen
-    )
-    generated_labels = check_labels(
-        "generated_labels",
-        generated_labels,
-        length=generated_features.shape[0],
-        num_classes=num_unseen,
-    )
-    test_seen_labels = check_labels(
-        "test_seen_labels",
-        test_seen_labels,
-        length=test_seen_features.shape[0],
-        num_classes=num_seen,
-    )
-    test_unseen_labels = check_labels(
-        "test_unseen_labels",
-        test_unseen_labels,
-        length=test_unseen_features.shape[0],
-        num_classes=num_unseen,
+    seen_labels = _part_labels("seen", seen_labels, seen_features, num_seen)
+    generated_labels = _part_labels("generated", generated_labels, generated_features, num_unseen)
+    test_seen_labels = _part_labels("test_seen", test_seen_labels, test_seen_features, num_seen)
+    test_unseen_labels = _part_labels(
+        "test_unseen", test_unseen_labels, test_unseen_features, num_unseen
     )
     device, dtype = seen_features.device, seen_features.dtype
     train_features = torch.cat([seen_features, generated_features.to(device, dtype)])
@@ -213,17 +203,9 @@ def evaluate_zsl(
     generated_features = check_matrix("generated_features", generated_features)
     dim = generated_features.shape[1]
     test_unseen_features = check_matrix("test_unseen_features", test_unseen_features, columns=dim)
-    generated_labels = check_labels(
-        "generated_labels",
-        generated_labels,
-        length=generated_features.shape[0],
-        num_classes=num_unseen,
-    )
-    test_unseen_labels = check_labels(
-        "test_unseen_labels",
-        test_unseen_labels,
-        length=test_unseen_features.shape[0],
-        num_classes=num_unseen,
+    generated_labels = _part_labels("generated", generated_labels, generated_features, num_unseen)
+    test_unseen_labels = _part_labels(
+        "test_unseen", test_unseen_labels, test_unseen_features, num_unseen
     )
     device, dtype = generated_features.device, generated_features.dtype
     test_unseen_features = test_unseen_features.to(device, dtype)

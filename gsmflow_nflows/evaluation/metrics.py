@@ -82,16 +82,16 @@ def per_class_accuracy(
             f"got {tuple(predictions.shape)}."
         )
     if classes is None:
-        classes = torch.unique(labels)
+        class_ids = torch.unique(labels)
     else:
-        classes = check_labels("classes", _as_tensor("classes", classes)).to(labels.device)
-        if classes.numel() == 0:
+        class_ids = check_labels("classes", _as_tensor("classes", classes)).to(labels.device)
+        if class_ids.numel() == 0:
             raise ValueError("Expected at least one class in classes, got 0.")
-    size = int(max(labels.max(), classes.max())) + 1
-    totals = torch.bincount(labels, minlength=size)[classes]
-    hits = torch.bincount(labels[predictions == labels], minlength=size)[classes]
+    size = int(max(labels.max(), class_ids.max())) + 1
+    totals = torch.bincount(labels, minlength=size)[class_ids]
+    hits = torch.bincount(labels[predictions == labels], minlength=size)[class_ids]
     if bool((totals == 0).any()):
-        missing = classes[totals == 0].tolist()
+        missing = class_ids[totals == 0].tolist()
         raise ValueError(
             f"Expected every class in classes to occur in labels, got none of {missing}."
         )

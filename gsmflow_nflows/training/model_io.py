@@ -69,7 +69,7 @@ def load_model(
         raise CheckpointError(f"{path}: not a GSMFlow model (written by `gsmflow train`).")
     config = GSMFlowConfig.from_dict(state["config"])
     seen = state["seen_embeddings"]
-    placeholders = {}  # of the saved shapes; load_state_dict fills them in
+    placeholders: dict[str, Any] = {}  # of the saved shapes; load_state_dict fills them in
     if config.model.conditioning == "mean":
         placeholders["known_means"] = (seen, torch.zeros(len(seen), state["feature_dim"]))
     flow = flow_from_config(

@@ -14,7 +14,9 @@ from gsmflow_nflows.losses import PrototypeLoss, VisualPerturbation, nll_per_dim
 PRECISIONS = ("fp32", "bf16")
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device, precision: str
+) -> contextlib.AbstractContextManager[None]:
     """``torch.autocast`` to bfloat16 for ``precision="bf16"``, a no-op for ``"fp32"``."""
     if precision == "fp32":
         return contextlib.nullcontext()
