@@ -67,7 +67,16 @@ def download(dataset: str, root: Path | None, url: str | None, force: bool) -> N
 def datasets(root: Path | None) -> None:
     """List known datasets, their expected statistics and whether each is valid locally."""
     root = root if root is not None else default_data_root()
-    header = ("name", "classes", "seen/unseen", "A", "images", "trainval", "test S", "test U")
+    header: tuple[str, ...] = (
+        "name",
+        "classes",
+        "seen/unseen",
+        "A",
+        "images",
+        "trainval",
+        "test S",
+        "test U",
+    )
     rows = []
     built_in = (SYNTHETIC_INFO, DIGITS_INFO)
     listed = [*KNOWN_DATASETS.values(), *built_in]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 import click
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 from gsmflow_nflows.atomic_write import check_writable, check_writable_folder, write_with_fallback
 from gsmflow_nflows.cli.main import debug_requested, error_line, main
 from gsmflow_nflows.cli.table import format_table
-from gsmflow_nflows.data import load_dataset
+from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import CheckpointError, GSMFlowError
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow
 from gsmflow_nflows.experiment import BenchRequest, run_bench, seeds_from
@@ -27,6 +27,9 @@ from gsmflow_nflows.training.config import ABLATIONS
 from gsmflow_nflows.training.model_io import load_model, save_model
 from gsmflow_nflows.training.presets import PRESET_KINDS, imbalance_warning, run_config
 from gsmflow_nflows.training.trainer import GSMFlowTrainer
+
+#: A decorated command function.
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The largest ``--seed``: torch takes up to 2**64 - 1; 32 bits also suit numpy-style seeds.
 MAX_SEED = 2**32 - 1
@@ -51,7 +54,7 @@ def user_errors() -> Iterator[None]:
 class ProgressLine:
     """Progress on stderr: one redrawn line on a terminal, a line per 10% otherwise."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started: dict[str, float] = {}
@@ -200,7 +203,7 @@ checkpoint_options = [
 ]
 
 
-def with_checkpoints(function):
+def with_checkpoints(function: F) -> F:
     for option in reversed(checkpoint_options):
         function = option(function)
     return function
@@ -393,7 +396,7 @@ def evaluate(model: Path, dataset: str, data_root: Path | None, device: str | No
     )
 
 
-def _check_model_matches(meta: dict[str, Any], data) -> None:
+def _check_model_matches(meta: dict[str, Any], data: GZSLData) -> None:
     same = meta["feature_dim"] == data.feature_dim and all(
         torch.equal(meta[key], getattr(data, key))
         for key in ("seen_classes", "unseen_classes", "seen_embeddings", "unseen_embeddings")

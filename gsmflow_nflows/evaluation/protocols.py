@@ -134,7 +134,9 @@ def evaluate_flow(
     }
 
 
-def choose_val_calibration(flow: Flow, val_data: GZSLData, config: GSMFlowConfig) -> dict:
+def choose_val_calibration(
+    flow: Flow, val_data: GZSLData, config: GSMFlowConfig
+) -> dict[str, float]:
     """Calibrated stacking's offset, chosen on the validation split with a flow trained there.
 
     Generates the validation-unseen classes with ``flow`` (trained on ``train_loc``),
