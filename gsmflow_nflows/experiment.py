@@ -19,7 +19,7 @@ import torch
 from gsmflow_nflows import __version__
 from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import ConfigError
-from gsmflow_nflows.evaluation.baselines import BASELINES, run_baselines
+from gsmflow_nflows.evaluation.baselines import BASELINES, CALIBRATED_BASELINE, run_baselines
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, ProtocolResult, run_protocol
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.presets import imbalance_warning, run_config
@@ -149,7 +149,10 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> B
             )
         )
         if request.baselines:
-            scores = run_baselines(data, base_config.evaluation, seed=seed, device=device)
+            val_data = load("val") if request.calibrate else None
+            scores = run_baselines(
+                data, base_config.evaluation, seed=seed, device=device, val_data=val_data
+            )
             baseline_runs.append(
                 {"seed": seed, **{name: value.to_dict() for name, value in scores.items()}}
             )
@@ -267,6 +270,10 @@ def _baseline_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Every baseline's per-seed scores, and their mean and std over seeds (as GSMFlow's)."""
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
-    for name in BASELINES:
+    names = [*BASELINES, *([CALIBRATED_BASELINE] if CALIBRATED_BASELINE in per_seed[0] else [])]
+    for name in names:
         mean[name], std[name] = _over_seeds([entry[name] for entry in per_seed], METRICS)
+        if name == CALIBRATED_BASELINE:
+            offsets = _over_seeds([entry[name] for entry in per_seed], ("offset",))
+            mean[name]["offset"], std[name]["offset"] = offsets[0]["offset"], offsets[1]["offset"]
     return {"per_seed": per_seed, "mean": mean, "std": std}

@@ -66,6 +66,8 @@ class Stream(IntEnum):
     CALIBRATION_GENERATION = 10
     #: The classifier that calibrated stacking's offset is chosen on.
     CALIBRATION_CLASSIFIER = 11
+    #: The linear-Gaussian baseline's validation features and classifier (its offset).
+    CALIBRATED_BASELINE = 12
 
 
 def seeded_generator(*parts: int) -> torch.Generator:

@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 
@@ -35,6 +36,7 @@ from gsmflow_nflows._checks import (
     check_positive,
 )
 from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.evaluation.calibration import choose_offset_on_validation
 from gsmflow_nflows.evaluation.classifier import predict, train_softmax_classifier
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.evaluation.metrics import gzsl_scores, per_class_accuracy, zsl_top1
@@ -45,6 +47,8 @@ from gsmflow_nflows.training.config import EvaluationConfig
 
 #: The keys of :func:`run_baselines`, in display order.
 BASELINES = ("eszsl", "linear_gaussian", "seen_only", "chance")
+#: The calibrated linear-Gaussian baseline's name (run beside calibrated GSMFlow only).
+CALIBRATED_BASELINE = "linear_gaussian_calibrated"
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,15 @@ class BaselineScores:
     H: float
     T1: float
     seconds: float = 0.0
+    #: Calibrated stacking's offset, chosen on the validation split; ``None``: not calibrated.
+    offset: float | None = None
 
     def to_dict(self) -> dict[str, float]:
-        """JSON-ready dict ``{"S", "U", "H", "T1", "seconds"}``."""
-        return asdict(self)
+        """JSON-ready dict ``{"S", "U", "H", "T1", "seconds"}`` (and ``"offset"`` if calibrated)."""
+        values = asdict(self)
+        if self.offset is None:
+            del values["offset"]
+        return values
 
 
 def _check_generator(generator: object) -> torch.Generator:
@@ -268,6 +277,7 @@ def linear_gaussian_baseline(
     *,
     generator: torch.Generator,
     alpha: float = 1.0,
+    calibration: float | None = None,
 ) -> BaselineScores:
     """The linear-Gaussian generator with GSMFlow's own classifier and protocol ``final``.
 
@@ -283,6 +293,8 @@ def linear_gaussian_baseline(
         evaluation: GSMFlow's evaluation settings (samples per class, classifier).
         generator: Source of the classifier seeds and the noise.
         alpha: Ridge penalty of the mean regression, ``> 0`` (default 1).
+        calibration: Calibrated stacking's offset for the GZSL classifier (recorded
+            in the scores), or ``None`` for none; T1 does not depend on it.
 
     Returns:
         :class:`BaselineScores`.
@@ -311,12 +323,66 @@ def linear_gaussian_baseline(
         generated_labels,
         gzsl_generator=torch.Generator().manual_seed(gzsl_seed),
         zsl_generator=torch.Generator().manual_seed(zsl_seed),
+        calibration=0.0 if calibration is None else calibration,
         **settings,
     )
     last = gzsl[-1]
     return BaselineScores(
-        S=last.S, U=last.U, H=last.H, T1=zsl[-1], seconds=time.perf_counter() - started
+        S=last.S,
+        U=last.U,
+        H=last.H,
+        T1=zsl[-1],
+        seconds=time.perf_counter() - started,
+        offset=calibration,
     )
+
+
+def calibrated_linear_gaussian_baseline(
+    data: GZSLData,
+    val_data: GZSLData,
+    evaluation: EvaluationConfig,
+    *,
+    seed: int,
+    alpha: float = 1.0,
+) -> BaselineScores:
+    """The linear-Gaussian baseline with calibrated stacking, chosen as GSMFlow's is.
+
+    The offset comes from the validation split only: linear-Gaussian features of
+    ``val_data``'s unseen (validation) classes, fitted on its training
+    features, and :func:`~gsmflow_nflows.evaluation.calibration.choose_offset_on_validation`;
+    then the test classifier of :func:`linear_gaussian_baseline` (the same
+    features and classifier as the uncalibrated row of ``seed``) is scored with it.
+
+    Args:
+        data: The split scored (test).
+        val_data: Its validation split.
+        evaluation: GSMFlow's evaluation settings.
+        seed: The run's seed.
+        alpha: Ridge penalty of the mean regression.
+
+    Returns:
+        :class:`BaselineScores` with ``offset`` set; ``seconds`` covers both parts.
+
+    Example:
+        >>> scores = calibrated_linear_gaussian_baseline(  # doctest: +SKIP
+        ...     data, val_data, config.evaluation, seed=0)
+    """
+    started = time.perf_counter()
+    generator = seeded_generator(seed, Stream.CALIBRATED_BASELINE)
+    features, labels = linear_gaussian_features(
+        val_data, evaluation.samples_per_class, generator=generator, alpha=alpha
+    )
+    chosen = choose_offset_on_validation(
+        val_data, features, labels, evaluation.classifier_settings(), generator=generator
+    )
+    scores = linear_gaussian_baseline(
+        data,
+        evaluation,
+        generator=seeded_generator(seed, Stream.LINEAR_GAUSSIAN_BASELINE),
+        alpha=alpha,
+        calibration=chosen["offset"],
+    )
+    return dataclasses.replace(scores, seconds=time.perf_counter() - started)
 
 
 def seen_only_baseline(
@@ -386,6 +452,7 @@ def run_baselines(
     *,
     seed: int,
     device: str | torch.device | None = None,
+    val_data: GZSLData | None = None,
 ) -> dict[str, BaselineScores]:
     """Every baseline on one split and seed (the seed of the GSMFlow run beside them).
 
@@ -398,9 +465,13 @@ def run_baselines(
         evaluation: GSMFlow's evaluation settings.
         seed: The run's seed.
         device: Where to compute; ``None`` keeps the data where it is.
+        val_data: The validation split; given, the calibrated linear-Gaussian
+            baseline (:func:`calibrated_linear_gaussian_baseline`) runs too, under
+            ``"linear_gaussian_calibrated"``.
 
     Returns:
-        ``{"eszsl", "linear_gaussian", "seen_only", "chance"}`` -> :class:`BaselineScores`.
+        ``{"eszsl", "linear_gaussian", "seen_only", "chance"}`` (and
+        ``"linear_gaussian_calibrated"``) -> :class:`BaselineScores`.
 
     Example:
         >>> scores = run_baselines(data, config.evaluation, seed=0)  # doctest: +SKIP
@@ -410,6 +481,12 @@ def run_baselines(
     seed = check_int("seed", seed, minimum=-(2**63))
     if device is not None:
         data = data.to(device)
+        val_data = val_data.to(device) if val_data is not None else None
+    calibrated = {}
+    if val_data is not None:
+        calibrated[CALIBRATED_BASELINE] = calibrated_linear_gaussian_baseline(
+            data, val_data, evaluation, seed=seed
+        )
     return {
         "eszsl": eszsl_baseline(data),
         "linear_gaussian": linear_gaussian_baseline(
@@ -419,12 +496,15 @@ def run_baselines(
             data, evaluation, generator=seeded_generator(seed, Stream.SEEN_ONLY_BASELINE)
         ),
         "chance": chance_baseline(data),
+        **calibrated,
     }
 
 
 __all__ = [
     "BASELINES",
+    "CALIBRATED_BASELINE",
     "BaselineScores",
+    "calibrated_linear_gaussian_baseline",
     "chance_baseline",
     "eszsl_baseline",
     "fit_eszsl",

@@ -15,13 +15,17 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from gsmflow_nflows._checks import check_int, check_matrix, check_real
+from gsmflow_nflows.data import GZSLData
+from gsmflow_nflows.evaluation.classifier import train_softmax_classifier
 from gsmflow_nflows.evaluation.metrics import GZSLScores, gzsl_scores
 
-__all__ = ["calibrated_predict", "choose_calibration"]
+__all__ = ["calibrated_predict", "choose_calibration", "choose_offset_on_validation"]
 
 #: At most this many candidate offsets are tried (quantiles of the margins beyond it).
 MAX_CANDIDATES = 512
@@ -125,3 +129,62 @@ def choose_calibration(
             best = (float(offset), scores)
     assert best is not None  # candidates is never empty
     return best
+
+
+def choose_offset_on_validation(
+    val_data: GZSLData,
+    generated_features: Tensor,
+    generated_labels: Tensor,
+    classifier_settings: dict[str, Any],
+    *,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Calibrated stacking's offset for any generator of unseen features, chosen on validation.
+
+    Trains the GZSL classifier on ``val_data``'s training features plus the
+    generated validation-unseen features (as every evaluation does) and returns
+    the offset maximising validation H (:func:`choose_calibration`). The test
+    set is not read. GSMFlow and the linear-Gaussian baseline both go through
+    here, so their calibrated rows are chosen the same way.
+
+    Args:
+        val_data: The validation split (``train_loc``; ``val_loc`` classes unseen).
+        generated_features: ``[Ng, D]`` generated features of its unseen classes.
+        generated_labels: ``[Ng]`` their labels in ``0..U-1``.
+        classifier_settings: The classifier's settings
+            (``EvaluationConfig.classifier_settings()``).
+        generator: Source of the classifier's initialisation and shuffling.
+
+    Returns:
+        ``{"offset", "validation_H", "validation_H_uncalibrated"}``.
+
+    Example:
+        >>> chosen = choose_offset_on_validation(  # doctest: +SKIP
+        ...     val, x, y, config.evaluation.classifier_settings(), generator=g)
+    """
+    device = generated_features.device
+    classifier = train_softmax_classifier(
+        torch.cat([val_data.train_features.to(device), generated_features]),
+        torch.cat([val_data.train_labels.to(device), generated_labels + val_data.num_seen]),
+        val_data.num_seen + val_data.num_unseen,
+        **classifier_settings,
+        generator=generator,
+    )
+    seen = val_data.test_seen_features.to(device)
+    unseen = val_data.test_unseen_features.to(device)
+    offset, scores = choose_calibration(
+        classifier,
+        val_seen_features=seen,
+        val_seen_labels=val_data.test_seen_labels,
+        val_unseen_features=unseen,
+        val_unseen_labels=val_data.test_unseen_labels,
+        num_seen=val_data.num_seen,
+    )
+    plain = gzsl_scores(
+        calibrated_predict(classifier, seen, val_data.num_seen),
+        val_data.test_seen_labels.to(device),
+        calibrated_predict(classifier, unseen, val_data.num_seen),
+        val_data.test_unseen_labels.to(device),
+        val_data.num_seen,
+    )
+    return {"offset": offset, "validation_H": scores.H, "validation_H_uncalibrated": plain.H}

@@ -29,10 +29,9 @@ from nflows.flows.base import Flow
 
 from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.errors import ConfigError
-from gsmflow_nflows.evaluation.calibration import calibrated_predict, choose_calibration
-from gsmflow_nflows.evaluation.classifier import classifier_epochs, train_softmax_classifier
+from gsmflow_nflows.evaluation.calibration import choose_offset_on_validation
+from gsmflow_nflows.evaluation.classifier import classifier_epochs
 from gsmflow_nflows.evaluation.gzsl import evaluate_generated
-from gsmflow_nflows.evaluation.metrics import gzsl_scores
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import Stream, seeded_generator
 from gsmflow_nflows.training.config import GSMFlowConfig
@@ -141,7 +140,8 @@ def choose_val_calibration(
 
     Generates the validation-unseen classes with ``flow`` (trained on ``train_loc``),
     trains the GZSL classifier as every evaluation does (last epoch) and picks the
-    offset maximising validation H (:func:`choose_calibration`). The test set is not read.
+    offset maximising validation H (:func:`choose_offset_on_validation`). The test set is
+    not read.
 
     Returns:
         ``{"offset", "validation_H", "validation_H_uncalibrated"}``.
@@ -154,28 +154,13 @@ def choose_val_calibration(
         evaluation.samples_per_class,
         generator=seeded_generator(config.seed, Stream.CALIBRATION_GENERATION),
     )
-    classifier = train_softmax_classifier(
-        torch.cat([val_data.train_features.to(device), generated]),
-        torch.cat([val_data.train_labels.to(device), labels + val_data.num_seen]),
-        val_data.num_seen + val_data.num_unseen,
-        **evaluation.classifier_settings(),
+    return choose_offset_on_validation(
+        val_data,
+        generated,
+        labels,
+        evaluation.classifier_settings(),
         generator=seeded_generator(config.seed, Stream.CALIBRATION_CLASSIFIER),
     )
-    sets = {
-        "val_seen_features": val_data.test_seen_features.to(device),
-        "val_seen_labels": val_data.test_seen_labels,
-        "val_unseen_features": val_data.test_unseen_features.to(device),
-        "val_unseen_labels": val_data.test_unseen_labels,
-    }
-    offset, scores = choose_calibration(classifier, **sets, num_seen=val_data.num_seen)
-    plain = gzsl_scores(
-        calibrated_predict(classifier, sets["val_seen_features"], val_data.num_seen),
-        sets["val_seen_labels"].to(device),
-        calibrated_predict(classifier, sets["val_unseen_features"], val_data.num_seen),
-        sets["val_unseen_labels"].to(device),
-        val_data.num_seen,
-    )
-    return {"offset": offset, "validation_H": scores.H, "validation_H_uncalibrated": plain.H}
 
 
 def _best(records: list[dict[str, Any]]) -> tuple[dict[str, Any], int, dict[str, Any], int]:

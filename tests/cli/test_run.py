@@ -306,3 +306,22 @@ def test_resuming_a_finished_val_run_twice_gives_identical_results(root, tmp_pat
         outputs.append(_without_seconds(json.loads(path.read_text())))
     assert outputs[1] == outputs[0]
     assert outputs[2] == outputs[0]
+
+
+def test_table_shows_the_calibrated_baseline_beside_calibrated_gsmflow():
+    result = _fake_result(0.30, 0.20, 0.45)
+    result["calibrated"] = {
+        "mean": {"S": 0.5, "U": 0.4, "H": 0.444, "T1": 0.4, "offset": 1.5},
+        "std": {"S": 0.0, "U": 0.0, "H": 0.0, "T1": 0.0, "offset": 0.0},
+    }
+    scores = {"S": 0.6, "U": 0.5, "H": 0.545, "T1": 0.4}
+    for entry in result["baselines"]["per_seed"]:
+        entry["linear_gaussian_calibrated"] = {**scores, "seconds": 1.0, "offset": 2.0}
+    result["baselines"]["mean"]["linear_gaussian_calibrated"] = {**scores, "offset": 2.0}
+    result["baselines"]["std"]["linear_gaussian_calibrated"] = dict.fromkeys(scores, 0.0)
+    table = format_table(BenchResult.from_dict(result))
+    row = [line for line in table.splitlines() if line.startswith("lin.-Gauss. + calibrated")]
+    assert len(row) == 1 and "54.5 ± 0.0" in row[0]
+    assert "calibrated GSMFlow H 44.4 vs calibrated linear-Gaussian 54.5: -10.1" in table
+    uncalibrated = format_table(BenchResult.from_dict(_fake_result(0.30, 0.20, 0.45)))
+    assert "lin.-Gauss. + calibrated" not in uncalibrated

@@ -378,3 +378,100 @@ def test_baselines_refuse_a_missing_generator(tiny, evaluation):
         linear_gaussian_baseline(tiny, evaluation, generator=0)
     with pytest.raises(TypeError, match="EvaluationConfig"):
         seen_only_baseline(tiny, {"lr": 1e-3}, generator=torch.Generator())
+
+
+def _hand_gzsl(classifier, data, offset):
+    """S, U, H of a classifier with ``offset`` subtracted from the seen scores, by hand."""
+    with torch.no_grad():
+        seen = classifier(data.test_seen_features)
+        unseen = classifier(data.test_unseen_features)
+    seen[:, : data.num_seen] -= offset
+    unseen[:, : data.num_seen] -= offset
+
+    def per_class(predicted, truth):
+        return np.mean([(predicted[truth == c] == c).mean() for c in np.unique(truth)])
+
+    s = per_class(seen.argmax(1).numpy(), data.test_seen_labels.numpy())
+    u = per_class(unseen.argmax(1).numpy(), data.test_unseen_labels.numpy() + data.num_seen)
+    return s, u, 0.0 if s + u == 0 else 2 * s * u / (s + u)
+
+
+def test_calibrated_linear_gaussian_is_the_same_classifier_scored_with_a_validation_offset(
+    tiny_root_pair, evaluation
+):
+    """The offset is chosen on the validation split alone; the test classifier is unchanged."""
+    from gsmflow_nflows.evaluation.baselines import calibrated_linear_gaussian_baseline
+    from gsmflow_nflows.evaluation.calibration import choose_calibration
+    from gsmflow_nflows.runtime import Stream
+
+    test, val = tiny_root_pair
+    scores = calibrated_linear_gaussian_baseline(test, val, evaluation, seed=3)
+    # The offset: an independently trained validation classifier, the exact H maximiser.
+    generator = seeded_generator(3, Stream.CALIBRATED_BASELINE)
+    x, y = linear_gaussian_features(val, evaluation.samples_per_class, generator=generator)
+    val_classifier = train_softmax_classifier(
+        torch.cat([val.train_features, x]),
+        torch.cat([val.train_labels, y + val.num_seen]),
+        val.num_seen + val.num_unseen,
+        **evaluation.classifier_settings(),
+        generator=generator,
+    )
+    offset, _ = choose_calibration(
+        val_classifier,
+        val_seen_features=val.test_seen_features,
+        val_seen_labels=val.test_seen_labels,
+        val_unseen_features=val.test_unseen_features,
+        val_unseen_labels=val.test_unseen_labels,
+        num_seen=val.num_seen,
+    )
+    assert scores.offset == offset
+    # The test scores: the uncalibrated baseline's own classifier, scored with that offset.
+    plain = linear_gaussian_baseline(
+        test, evaluation, generator=seeded_generator(3, Stream.LINEAR_GAUSSIAN_BASELINE)
+    )
+    assert scores.T1 == plain.T1  # the offset does not touch the ZSL classifier
+    g = seeded_generator(3, Stream.LINEAR_GAUSSIAN_BASELINE)
+    gzsl_seed, _ = torch.randint(0, 2**62, (2,), generator=g).tolist()
+    xt, yt = linear_gaussian_features(test, evaluation.samples_per_class, generator=g)
+    test_classifier = train_softmax_classifier(
+        torch.cat([test.train_features, xt]),
+        torch.cat([test.train_labels, yt + test.num_seen]),
+        test.num_seen + test.num_unseen,
+        **evaluation.classifier_settings(),
+        generator=torch.Generator().manual_seed(gzsl_seed),
+    )
+    s, u, h = _hand_gzsl(test_classifier, test, offset)
+    assert (scores.S, scores.U, scores.H) == pytest.approx((s, u, h), abs=1e-12)
+    assert scores.to_dict()["offset"] == offset
+
+
+def test_calibrated_baseline_offset_never_reads_the_test_images(tiny_root_pair, evaluation):
+    from gsmflow_nflows.evaluation.baselines import calibrated_linear_gaussian_baseline
+
+    test, val = tiny_root_pair
+    scrambled = dataclasses.replace(
+        test,
+        test_seen_features=torch.rand_like(test.test_seen_features),
+        test_unseen_features=torch.rand_like(test.test_unseen_features),
+    )
+    a = calibrated_linear_gaussian_baseline(test, val, evaluation, seed=1)
+    b = calibrated_linear_gaussian_baseline(scrambled, val, evaluation, seed=1)
+    assert a.offset == b.offset
+
+
+def test_run_baselines_adds_the_calibrated_one_only_with_a_validation_split(
+    tiny_root_pair, evaluation
+):
+    test, val = tiny_root_pair
+    plain = run_baselines(test, evaluation, seed=2)
+    both = run_baselines(test, evaluation, seed=2, val_data=val)
+    assert "linear_gaussian_calibrated" not in plain
+    assert set(both) == set(plain) | {"linear_gaussian_calibrated"}
+    assert _without_seconds(both["linear_gaussian"]) == _without_seconds(plain["linear_gaussian"])
+    assert both["linear_gaussian_calibrated"].offset is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_root_pair(tmp_path_factory):
+    root = make_tiny(tmp_path_factory.mktemp("calibrated"))
+    return load_tiny(root), load_tiny(root, split="val")
