@@ -120,9 +120,20 @@ def trial_id(result: Any) -> str:
     return found.group(1) if found else Path(str(result.path)).name
 
 
-def _finished(result: Any) -> bool:
-    """Tune sets ``done`` when a trial returns or a scheduler stops it; errors are final too."""
-    return result.error is not None or bool((result.metrics or {}).get("done"))
+def saved_statuses(api: RayAPI, path: Path) -> dict[str, str]:
+    """Each trial's status (``TERMINATED``, ``ERROR``, ``RUNNING``, ``PENDING`` ...) as saved.
+
+    Read back from the experiment state Tune wrote last, which it saves before
+    stopping trials on an interruption: the statuses it returns from ``fit`` are
+    ``TERMINATED`` for interrupted trials too, and a restored trial's ``done``
+    flag is not reliable either.
+    """
+    analysis = api.tune.ExperimentAnalysis(str(path))
+    return {trial.trial_id: str(trial.status) for trial in analysis.trials}
+
+
+#: The statuses of a trial that will not run again.
+FINAL_STATUSES = ("TERMINATED", "ERROR")
 
 
 def run_job(api: RayAPI, job: Job, storage: Path, *, resume: bool) -> list[Any]:
@@ -152,8 +163,9 @@ def run_job(api: RayAPI, job: Job, storage: Path, *, resume: bool) -> list[Any]:
             tune_config=tune.TuneConfig(
                 num_samples=job.num_samples,
                 scheduler=job.scheduler,
-                search_alg=BasicVariantGenerator(random_state=job.search_seed),
-                max_concurrent_trials=job.max_concurrent,
+                search_alg=BasicVariantGenerator(
+                    random_state=job.search_seed, max_concurrent=job.max_concurrent or 0
+                ),
                 reuse_actors=True,
             ),
             run_config=api.RunConfig(
@@ -164,9 +176,9 @@ def run_job(api: RayAPI, job: Job, storage: Path, *, resume: bool) -> list[Any]:
                 verbose=0,
             ),
         )
-    results = list(tuner.fit())
-    results.sort(key=trial_id)
-    finished = sum(map(_finished, results))
+    results = sorted(tuner.fit(), key=trial_id)
+    statuses = saved_statuses(api, path)
+    finished = sum(status in FINAL_STATUSES for status in statuses.values())
     if finished < job.expected:
         raise SweepError(
             f"the {job.name} phase was interrupted with {finished} of {job.expected} trials "

@@ -75,19 +75,20 @@ def final_trial(params: dict[str, Any], setup: FinalSetup) -> None:
 
 
 def table_trial(params: dict[str, Any], setup: TableSetup) -> None:
-    """Tune trainable: ``params = {"dataset", "preset", "protocol", "seed"}``.
+    """Tune trainable: ``params = {"cell": {"dataset", "preset", "protocol", "seed"}}``.
 
     Example:
         >>> tune.with_parameters(table_trial, setup=setup)  # doctest: +SKIP
     """
     torch.set_num_threads(max(1, setup.threads))
-    dataset, preset, protocol = params["dataset"], params["preset"], params["protocol"]
+    cell = params["cell"]
+    dataset, preset, protocol = cell["dataset"], cell["preset"], cell["protocol"]
     result = bench_seed(
         dataset,
         setup.data_root,
         preset,
         protocol,
-        int(params["seed"]),
+        int(cell["seed"]),
         baselines=setup.baselines,
         checkpoint_dir=_folder(setup.checkpoint_root, f"{dataset}-{preset}".lower()),
         device=setup.device,
