@@ -127,7 +127,8 @@ def test_default_space_brackets_the_presets_values(digits, preset):
     length = getattr(base.training, field.split(".")[1])
     assert space[field] == {"randint": [-(-length // 2), 2 * length]}
     low, high = space["training.lr"]["loguniform"]
-    assert low == pytest.approx(base.training.lr / 3) and high == pytest.approx(3 * base.training.lr)
+    assert low == pytest.approx(base.training.lr / 3)
+    assert high == pytest.approx(3 * base.training.lr)
     low, high = space["evaluation.classifier_lr"]["loguniform"]
     assert low < base.evaluation.classifier_lr < high
     low, high = space["evaluation.samples_per_class"]["randint"]
@@ -150,8 +151,8 @@ def _one_error_line(result, *phrases):
 def test_cli_bad_space_file_is_one_error_line_before_anything_runs(tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"training.lr": {"gaussian": [0, 1]}}))
-    result = _invoke("sweep", "--dataset", "digits", "--data-root", tmp_path / "data",
-                     "--space", space, "--trials", 2, "--output", tmp_path / "out.json")  # fmt: skip
+    result = _invoke("sweep", "--dataset", "digits", "--data-root", tmp_path / "data", "--space",
+                     space, "--trials", 2, "--output", tmp_path / "out.json")  # fmt: skip
     _one_error_line(result, str(space), "'training.lr'", "unknown domain 'gaussian'")
     assert not (tmp_path / "data").exists()  # refused before any data was loaded
     assert not (tmp_path / "out.tune").exists()
