@@ -5,3 +5,4 @@ from gsmflow_nflows.cli.main import main
 __all__ = ["main"]
 from gsmflow_nflows.cli import data as _data  # noqa: F401,E402  (registers commands)
 from gsmflow_nflows.cli import run as _run  # noqa: F401,E402  (registers commands)
+from gsmflow_nflows.cli import sweep as _sweep  # noqa: F401,E402  (registers commands)
