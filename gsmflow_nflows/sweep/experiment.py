@@ -41,15 +41,15 @@ def claim_storage(storage: Path, request: dict[str, Any], *, resume: bool) -> No
     if not resume:
         if recorded.exists():
             raise SweepError(
-                f"{storage} already holds a sweep; continue it with --resume, or choose another "
-                "--storage (or delete that folder)."
+                f"{storage} already holds a sweep; continue it with resume=True, or choose another "
+                "storage folder (or delete that folder)."
             )
         storage.mkdir(parents=True, exist_ok=True)
         write_atomically(recorded, json.dumps(request, indent=2, sort_keys=True) + "\n")
         return
     if not recorded.exists():
         raise SweepError(
-            f"nothing to resume in {storage} (no {REQUEST_FILE}); drop --resume to start the sweep."
+            f"nothing to resume in {storage} (no {REQUEST_FILE}); start the sweep without resume."
         )
     try:
         before = json.loads(recorded.read_text())
@@ -60,8 +60,8 @@ def claim_storage(storage: Path, request: dict[str, Any], *, resume: bool) -> No
     )
     if changed:
         raise SweepError(
-            f"--resume continues the sweep in {storage} as it was asked for, but "
-            f"{', '.join(changed)} differ; use the original options or another --storage."
+            f"resume continues the sweep in {storage} as it was asked for, but "
+            f"{', '.join(changed)} differ; use the original options or another storage folder."
         )
 
 
@@ -182,8 +182,10 @@ def run_job(api: RayAPI, job: Job, storage: Path, *, resume: bool) -> list[Any]:
     statuses = saved_statuses(api, path)
     finished = sum(status in FINAL_STATUSES for status in statuses.values())
     if finished < job.expected:
+        command = "table" if job.name == "table" else "sweep"
         raise SweepError(
             f"the {job.name} phase was interrupted with {finished} of {job.expected} trials "
-            f"finished; run the same command with --resume to continue (state in {storage})."
+            f"finished; resume it to continue (`gsmflow {command} ... --resume`, or "
+            f"resume=True; state in {storage})."
         )
     return results

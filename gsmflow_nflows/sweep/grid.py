@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gsmflow_nflows.data import load_dataset
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.results_table import markdown
 from gsmflow_nflows.sweep.adapter import PROTOCOLS
 from gsmflow_nflows.sweep.environment import environment
@@ -55,13 +56,13 @@ class TableRequest:
         ):
             unknown = [value for value in values if value not in known]
             if unknown:
-                raise ValueError(
+                raise ConfigError(
                     f"Unknown {name} {', '.join(unknown)}; choose from {', '.join(known)}."
                 )
         if not self.datasets or not self.presets or not self.protocols:
-            raise ValueError("--datasets, --presets and --protocols need one name each at least.")
+            raise ConfigError("datasets, presets and protocols need one name each at least.")
         if not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"--seeds must be a positive integer, got {self.seeds!r}.")
+            raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}.")
 
     def cells(self) -> list[dict[str, Any]]:
         """The trials: one per (dataset, preset, protocol, seed), in table order."""

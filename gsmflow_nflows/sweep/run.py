@@ -26,6 +26,7 @@ from typing import Any
 
 from gsmflow_nflows import __version__
 from gsmflow_nflows.data import default_data_root, load_dataset
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.sweep.adapter import (
     length_field,
     trainval_preset,
@@ -83,20 +84,20 @@ class SweepRequest:
     def check(self) -> None:
         """Raise ``ValueError`` for values no sweep can run with."""
         if self.preset not in PRESET_KINDS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown preset {self.preset!r}; choose from {', '.join(PRESET_KINDS)}."
             )
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose asha or fifo.")
+            raise ConfigError(f"Unknown scheduler {self.scheduler!r}; choose asha or fifo.")
         for name in ("trials", "seeds"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"--{name} must be a positive integer, got {getattr(self, name)!r}."
                 )
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0.")
+            raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0.")
         if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ValueError(f"--max-concurrent must be >= 1, got {self.max_concurrent}.")
+            raise ConfigError(f"max_concurrent must be >= 1, got {self.max_concurrent}.")
 
     def signature(self, space: Space) -> dict[str, Any]:
         """What ``--resume`` must find unchanged (resources and the cluster may change)."""

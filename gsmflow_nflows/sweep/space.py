@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.training.config import (
     EvaluationConfig,
     FlowTrainingConfig,
@@ -50,7 +51,7 @@ DOMAINS = {
 Space = dict[str, dict[str, Any]]
 
 
-class SpaceError(ValueError):
+class SpaceError(ConfigError):
     """A search space that cannot be searched; the message names the key and the fix."""
 
 
@@ -60,7 +61,7 @@ def _fields(section: str) -> dict[str, dataclasses.Field[Any]]:
 
 def _check_key(key: object, where: str) -> tuple[str, str]:
     if not isinstance(key, str) or key.count(".") != 1:
-        hint = " (the seed comes from --seed/--seeds)" if key == "seed" else ""
+        hint = " (the seed is not searched: see the seed options)" if key == "seed" else ""
         raise SpaceError(
             f"{where}: key {key!r} is not 'section.field'{hint}; use one of the sections "
             f"{', '.join(SECTIONS)}, e.g. 'training.lr'."

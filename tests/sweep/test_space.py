@@ -38,7 +38,7 @@ def _error(values) -> str:
         ({"training.learning_rate": {"uniform": [0, 1]}}, ["no field 'learning_rate'", " lr,"]),
         ({"optimizer.lr": {"uniform": [0, 1]}}, ["unknown section 'optimizer'", "model"]),
         ({"lr": {"uniform": [0, 1]}}, ["'lr' is not 'section.field'", "training.lr"]),
-        ({"seed": {"randint": [0, 3]}}, ["--seed"]),
+        ({"seed": {"randint": [0, 3]}}, ["seed is not searched"]),
         ({"training.lr": {"normal": [0, 1]}}, ["unknown domain 'normal'", "loguniform"]),
         ({"training.lr": {"loguniform": [1e-3, 1e-4]}}, ["low < high", "swap them"]),
         ({"training.lr": {"loguniform": [0, 1e-3]}}, ["low > 0", "use uniform"]),
