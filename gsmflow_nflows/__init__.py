@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "ContextGroups",
     "DatasetError",
+    "GSMFlowClassifier",
     "GSMFlowError",
     "RelativePositioningEncoder",
     "SemanticAffineCouplingTransform",
@@ -43,3 +44,12 @@ __all__ = [
     "select_anchors",
     "soft_clamp",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``GSMFlowClassifier`` on first use: it imports scikit-learn and the trainer (PEP 562)."""
+    if name == "GSMFlowClassifier":
+        from gsmflow_nflows.estimator import GSMFlowClassifier
+
+        return GSMFlowClassifier
+    raise AttributeError(f"module 'gsmflow_nflows' has no attribute {name!r}")

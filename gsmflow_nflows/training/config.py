@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +239,48 @@ class GSMFlowConfig:
     def with_seed(self, seed: int) -> GSMFlowConfig:
         """A copy with another seed."""
         return dataclasses.replace(self, seed=seed)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> GSMFlowConfig:
+        """A copy with fields set by ``"section.field"`` keys, each checked by its section.
+
+        The sections are ``model``, ``training``, ``mining`` and ``evaluation``; a key
+        that names no field is a :class:`ConfigError` naming it, and so is a value its
+        section refuses.
+
+        Example:
+            >>> GSMFlowConfig().with_overrides({"training.lr": 1e-3}).training.lr
+            0.001
+            >>> GSMFlowConfig().with_overrides({"training.lrr": 1e-3})  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            gsmflow_nflows.errors.ConfigError: Unknown setting 'training.lrr': ...
+        """
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(
+                "Overrides must be a dict of 'section.field' -> value, "
+                f"got {type(overrides).__name__}."
+            )
+        sections = ("model", "training", "mining", "evaluation")
+        changes: dict[str, dict[str, Any]] = {}
+        for key, value in overrides.items():
+            section, dot, name = key.partition(".") if isinstance(key, str) else ("", "", "")
+            if not dot or section not in sections:
+                raise ConfigError(
+                    f"Unknown setting {key!r}: name it 'section.field' (e.g. 'training.lr') "
+                    f"with section one of {', '.join(sections)}."
+                )
+            names = [item.name for item in dataclasses.fields(getattr(self, section))]
+            if name not in names:
+                raise ConfigError(
+                    f"Unknown setting {key!r}: {section} has no field {name!r}; "
+                    f"choose from {', '.join(names)}."
+                )
+            changes.setdefault(section, {})[name] = value
+        replaced = {
+            section: dataclasses.replace(getattr(self, section), **values)
+            for section, values in changes.items()
+        }
+        return dataclasses.replace(self, **replaced)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (round-trips through :meth:`from_dict`)."""
