@@ -73,10 +73,11 @@ class GSMFlowClassifier(ClassifierMixin, BaseEstimator):
     ``{"overrides": [{"training.lr": 1e-3}, {"training.lr": 3e-4}]}``.
 
     Args:
-        preset: ``"quick"`` (the default; seconds on the digits), ``"default"``, ``"smoke"`` (seconds;
-            its numbers mean nothing) or ``"paper"`` (the paper's model and losses; the
-            published per-dataset schedules need the dataset's name, so arrays get
-            ``default``'s schedule; the bench has the tables). See the README's Presets.
+        preset: ``"quick"`` (the default; seconds on the digits), ``"default"``,
+            ``"smoke"`` (seconds; its numbers mean nothing) or ``"paper"`` (the paper's
+            model and losses; the published per-dataset schedules need the dataset's
+            name, so arrays get ``default``'s schedule; the bench has the tables). See
+            the README's Presets.
         overrides: ``{"section.field": value}`` set on the preset's config after it
             is derived from the data, e.g. ``{"training.max_iterations": 200,
             "evaluation.samples_per_class": 100}``; sections ``model``, ``training``,
@@ -211,14 +212,16 @@ class GSMFlowClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(
                 f"Unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}."
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}.")
-        if self.overrides is not None and not isinstance(self.overrides, Mapping):
+        seed: object = self.seed  # set by the user: any type until checked
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise ConfigError(f"seed must be an integer, got {seed!r}.")
+        overrides: object = self.overrides
+        if overrides is not None and not isinstance(overrides, Mapping):
             raise ConfigError(
                 "overrides must be a dict of 'section.field' -> value or None, "
-                f"got {type(self.overrides).__name__}."
+                f"got {type(overrides).__name__}."
             )
-        return int(self.seed)
+        return int(seed)
 
     def _device_for(self, X: Any) -> torch.device:
         if self.device is not None:
