@@ -384,5 +384,6 @@ class _LossReports:
         ).tolist()
         for index, (iteration, _, lr) in enumerate(self.pending):
             row = values[index * len(names) : (index + 1) * len(names)]
-            self.progress("flow", iteration, self.total, {**dict(zip(names, row)), "lr": lr})
+            losses = dict(zip(names, row, strict=True))
+            self.progress("flow", iteration, self.total, {**losses, "lr": lr})
         self.pending = []
