@@ -244,18 +244,16 @@ def draw_curves(tables: RunLogTables, *, title: str = "") -> Any:
     figure = _figure(10.0 if evaluations else 5.6, 3.8)
     panels = figure.subplots(1, 2 if evaluations else 1, squeeze=False)[0]
     losses = panels[0]
-    for (seed, split), rows in _groups(tables.flow).items():
+    flow_groups = _groups(tables.flow)
+    colours = _colours(len(flow_groups))
+    for colour, ((seed, split), rows) in zip(colours, flow_groups.items(), strict=True):
         iterations = [row["iteration"] for row in rows]
-        label = f"seed {seed} {split}"
-        losses.plot(iterations, [row["nll"] for row in rows], lw=1, label=f"NLL, {label}")
+        group = f", seed {seed} {split}" if len(flow_groups) > 1 else ""
+        losses.plot(iterations, [row["nll"] for row in rows], lw=1, color=colour,
+                    label=f"NLL{group}")  # fmt: skip
         if any(row["prototype"] for row in rows):
-            losses.plot(
-                iterations,
-                [row["prototype"] for row in rows],
-                lw=1,
-                ls="--",
-                label=f"prototype, {label}",
-            )
+            losses.plot(iterations, [row["prototype"] for row in rows], lw=1, ls="--",
+                        color=colour, label=f"prototype{group}")  # fmt: skip
     losses.set_xlabel("flow iteration")
     losses.set_ylabel("loss (per dimension)")
     losses.set_title("training losses", fontsize=10)
@@ -263,19 +261,16 @@ def draw_curves(tables: RunLogTables, *, title: str = "") -> Any:
         losses.legend(fontsize=7)
     if evaluations:
         scores = panels[1]
-        styles = {"S": "-", "U": "--", "H": "-"}
-        for (seed, split), rows in _groups(evaluations).items():
+        metric_colours = dict(zip("SUH", _colours(3), strict=True))
+        groups = _groups(evaluations)
+        styles = ("-", "--", ":", "-.")
+        for index, ((seed, split), rows) in enumerate(groups.items()):
             iterations = [row["iteration"] for row in rows]
-            for name, style in styles.items():
-                scores.plot(
-                    iterations,
-                    [100 * row[name] for row in rows],
-                    ls=style,
-                    lw=2 if name == "H" else 1,
-                    marker="o",
-                    ms=3,
-                    label=f"{name}, seed {seed} {split}",
-                )
+            group = f", seed {seed} {split}" if len(groups) > 1 else ""
+            for name, colour in metric_colours.items():
+                scores.plot(iterations, [100 * row[name] for row in rows], marker="o", ms=3,
+                            ls=styles[index % len(styles)], lw=2 if name == "H" else 1,
+                            color=colour, label=f"{name}{group}")  # fmt: skip
         scores.set_xlabel("flow iteration")
         scores.set_ylabel("accuracy (%)")
         scores.set_ylim(0, 100)

@@ -222,9 +222,9 @@ def test_tensorboard_scalars_are_the_csv_values(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with RunLog(tmp_path, seed=4, tensorboard=True) as log:
-        for step in (1, 2, 3):
-            log("flow", step, 3, {"nll": 1.0 / step, "prototype": 0.0, "loss": 1.0 / step,
-                                  "lr": 0.1})  # fmt: skip
+        for step in range(1, 26):
+            log("flow", step, 25, {"nll": 1.0 / step, "prototype": 0.0, "loss": 1.0 / step,
+                                   "lr": 0.1})  # fmt: skip
         gzsl = [{"S": 0.5, "U": 0.1, "H": 0.2}, {"S": 0.6, "U": 0.2, "H": 0.3}]
         record = {"iteration": 3, "gzsl_epochs": 2, "zsl_epochs": 2, "zsl_t1": [0.3, 0.4],
                   "gzsl": gzsl}  # fmt: skip
@@ -232,5 +232,9 @@ def test_tensorboard_scalars_are_the_csv_values(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     nll = events.Scalars("seed4/test/flow/nll")
-    assert [(e.step, e.value) for e in nll] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+    # every 10th iteration and the last; the CSV file holds all 25
+    rows = _rows(tmp_path / "flow.csv")
+    assert len(rows) == 25 and [e.step for e in nll] == [10, 20, 25]
+    for event in nll:  # TensorBoard keeps float32
+        assert event.value == pytest.approx(float(rows[event.step - 1]["nll"]), rel=1e-7)
     assert [e.value for e in events.Scalars("seed4/test/eval/H")] == [pytest.approx(0.3)]
