@@ -272,14 +272,11 @@ class RunLog:
             name: _CSVFile(self.folder / file, columns, resume)
             for name, (file, columns) in LOG_FILES.items()
         }
-        self._last_flow: dict[tuple[int, str], int] = {}
-        for row in self._files["flow"].rows:
-            key = (row["seed"], row["split"])
-            self._last_flow[key] = max(self._last_flow.get(key, 0), row["iteration"])
-        self._last_mining: dict[tuple[int, str, str], int] = {}
-        for row in self._files["mining"].rows:
-            key = (row["seed"], row["split"], row["stage"])
-            self._last_mining[key] = max(self._last_mining.get(key, 0), row["done"])
+        # What the files hold already: the last iteration (batch) per seed, split (and stage).
+        self._last_flow = _last_done(self._files["flow"].rows, ("seed", "split"), "iteration")
+        self._last_mining = _last_done(
+            self._files["mining"].rows, ("seed", "split", "stage"), "done"
+        )
         self._evaluated = {_evaluation_key(row) for row in self._files["evaluations"].rows}
         for file in self._files.values():
             file.rows = []  # only needed for the keys above
@@ -302,10 +299,10 @@ class RunLog:
                     if name in losses:
                         self._writer.add_scalar(f"{tag}/{name}", losses[name], done)
         elif kind in ("relation", "mining"):
-            key = (seed, split, kind)
-            if done <= self._last_mining.get(key, 0):
+            stage_key = (seed, split, kind)
+            if done <= self._last_mining.get(stage_key, 0):
                 return
-            self._last_mining[key] = done
+            self._last_mining[stage_key] = done
             self._files["mining"].write(
                 {"seed": seed, "split": split, "stage": kind, "done": done, "total": total}
             )
@@ -338,6 +335,15 @@ class RunLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _last_done(rows: list[dict[str, Any]], keys: tuple[str, ...], done: str) -> dict[tuple, int]:
+    """The largest ``done`` value of the ``rows`` of each combination of ``keys``."""
+    last: dict[tuple, int] = {}
+    for row in rows:
+        key = tuple(row[name] for name in keys)
+        last[key] = max(last.get(key, 0), row[done])
+    return last
 
 
 def _summary_writer(folder: Path) -> Any:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,6 +19,11 @@ from gsmflow_nflows.data import (
     default_data_root,
     download_dataset,
 )
+
+
+def _no_steps() -> Iterator[int]:
+    """Steps of unknown number (a generator has no length): a bar without an end."""
+    yield from ()
 
 
 def _mib(size: int) -> str:
@@ -40,7 +47,7 @@ class DownloadBar:
     def __init__(self, name: str, stream=None) -> None:
         self.name = name
         self.stream = stream if stream is not None else sys.stderr
-        self.bar = None
+        self.bar: Any = None  # a click ProgressBar once the transfer starts
         self.first = self.position = self.total = 0
         self.started = self.drawn = 0.0
 
@@ -62,7 +69,7 @@ class DownloadBar:
             resumed = f", resuming at {_mib(done)} MiB" if done else ""
             self.bar = click.progressbar(
                 length=total - done if total else None,
-                iterable=None if total else (step for step in ()),
+                iterable=None if total else _no_steps(),
                 label=f"{self.name}: downloading ({size}{resumed})",
                 file=self.stream,
                 show_percent=bool(total),

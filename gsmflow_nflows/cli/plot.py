@@ -73,6 +73,7 @@ def plot(
             evaluations = {(r["seed"], r["split"], r["iteration"]) for r in tables.evaluations}
             summary = f"{len(tables.flow)} flow iterations, {len(evaluations)} evaluations"
         else:
+            assert model is not None and dataset is not None  # checked above
             resolved = resolve_device(device)
             flow, _, meta = load_model(model, device=resolved)
             data = load_dataset(dataset, data_root=data_root)

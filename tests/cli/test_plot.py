@@ -41,6 +41,7 @@ def _png_size(path):
 
 
 def test_tsne_of_a_model_writes_a_png(trained, tmp_path):
+    pytest.importorskip("matplotlib")
     root, model, _ = trained
     out = tmp_path / "tsne.png"
     result = invoke("plot", model, "--dataset", "tiny", "--data-root", root, "--output", out,
@@ -52,6 +53,7 @@ def test_tsne_of_a_model_writes_a_png(trained, tmp_path):
 
 
 def test_curves_of_a_run_log_write_a_png(trained, tmp_path):
+    pytest.importorskip("matplotlib")
     _, _, log = trained
     out = tmp_path / "curves.png"
     result = invoke("plot", "--log-dir", log, "--output", out)

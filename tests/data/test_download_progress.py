@@ -71,3 +71,14 @@ def test_download_takes_both_spellings_of_the_data_root(server, tmp_path, spelli
                                        "--url", f"{server.url}/xlsa17.zip"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"awa1: ready in {root / 'AWA1'}" in result.output
+
+
+def test_a_download_of_unknown_size_shows_what_came():
+    terminal = _Terminal()
+    bar = DownloadBar("flo", terminal)
+    for done in (0, 2**20, 3 * 2**20):
+        bar(done, None)
+    bar.close()
+    drawn = terminal.getvalue()
+    assert "flo: downloading (size unknown)" in drawn and "%" not in drawn
+    assert drawn.splitlines()[-1].startswith("flo: downloaded 3.0 MiB in ")
