@@ -20,7 +20,12 @@ from gsmflow_nflows import __version__
 from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.evaluation.baselines import BASELINES, CALIBRATED_BASELINE, run_baselines
-from gsmflow_nflows.evaluation.protocols import PROTOCOLS, ProtocolResult, run_protocol
+from gsmflow_nflows.evaluation.protocols import (
+    PROTOCOLS,
+    EvaluationLog,
+    ProtocolResult,
+    run_protocol,
+)
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.presets import imbalance_warning, run_config
 from gsmflow_nflows.training.step import PRECISIONS
@@ -112,13 +117,23 @@ class BenchResult:
         return cls(**values, runs=runs, version=version)
 
 
-def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> BenchResult:
+def run_bench(
+    request: BenchRequest,
+    *,
+    progress: ProgressFn | None = None,
+    progress_every: int = 10,
+    on_evaluation: EvaluationLog | None = None,
+) -> BenchResult:
     """Run GSMFlow on a dataset for every seed of ``request``, baselines beside, and summarise.
 
     Args:
         request: what to run.
         progress: ``progress(stage, done, total, losses)``; stage names are
-            prefixed with the seed (``"seed 0 flow"``).
+            prefixed with the seed (``"seed 0 flow"``; ``"seed 0 val flow"`` on the
+            validation split).
+        progress_every: the trainers' ``progress_every`` (1: every iteration).
+        on_evaluation: ``on_evaluation(seed, split, record)`` for every evaluation
+            record as it is made (see :data:`~gsmflow_nflows.evaluation.protocols.EvaluationLog`).
 
     Returns:
         The :class:`BenchResult`.
@@ -146,6 +161,8 @@ def run_bench(request: BenchRequest, *, progress: ProgressFn | None = None) -> B
                 resume=request.resume,
                 progress=_seed_progress(progress, seed),
                 calibrate=request.calibrate,
+                progress_every=progress_every,
+                on_evaluation=on_evaluation,
             )
         )
         if request.baselines:

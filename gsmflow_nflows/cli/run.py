@@ -16,6 +16,7 @@ import torch
 
 from gsmflow_nflows.atomic_write import check_writable, check_writable_folder, write_with_fallback
 from gsmflow_nflows.cli.main import debug_requested, error_line, main
+from gsmflow_nflows.cli.run_log import log_dir_option, run_logging, with_log
 from gsmflow_nflows.cli.table import format_table
 from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import CheckpointError, GSMFlowError
@@ -52,16 +53,24 @@ def user_errors() -> Iterator[None]:
 
 
 class ProgressLine:
-    """Progress on stderr: one redrawn line on a terminal, a line per 10% otherwise."""
+    """Progress on stderr: one line redrawn in place (at most every 0.1 s) on a terminal;
+    elsewhere (a file, a pipe) a new line per 10% of each stage and no carriage return.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started: dict[str, float] = {}
         self.reported: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.drawn = 0.0
 
     def __call__(self, stage: str, done: int, total: int, losses: dict[str, float]) -> None:
         now = time.monotonic()
+        if done <= self.done.get(stage, 0):  # the stage runs again (another flow, a resume)
+            self.started.pop(stage, None)
+            self.reported.pop(stage, None)
+        self.done[stage] = done
         started = self.started.setdefault(stage, now)
         eta = (now - started) / max(done, 1) * (total - done)
         values = "  ".join(
@@ -69,6 +78,9 @@ class ProgressLine:
         )
         line = f"{stage:<18} {done:>6}/{total:<6} {values}  eta {eta:5.0f}s"
         if self.tty:
+            if done < total and now - self.drawn < 0.1:
+                return
+            self.drawn = now
             end = "\n" if done >= total else ""
             self.stream.write("\r" + line.ljust(110) + end)
             self.stream.flush()
@@ -235,6 +247,7 @@ def with_checkpoints(function: F) -> F:
               help="Also report calibrated stacking (seen-score offset chosen on the validation "
               "split; protocol final; trains one more flow).")  # fmt: skip
 @with_checkpoints
+@log_dir_option
 def bench(
     dataset: str,
     data_root: Path | None,
@@ -250,6 +263,7 @@ def bench(
     calibrate: bool,
     checkpoint_dir: Path | None,
     resume: bool,
+    log_dir: Path | None,
 ) -> None:
     """Train, generate and evaluate GSMFlow on a dataset; print S, U, H, T1 over seeds.
 
@@ -266,6 +280,7 @@ def bench(
             param_hint="--seeds",
         )
     check_outputs(output, folder=checkpoint_dir)
+    check_outputs(folder=log_dir)
     request = BenchRequest(
         dataset=dataset,
         data_root=str(data_root) if data_root else None,
@@ -280,13 +295,18 @@ def bench(
         baselines=not no_baselines,
         calibrate=calibrate,
     )
-    with user_errors():
+    with user_errors(), run_logging(log_dir, resume=resume) as log:
         data = load_dataset(dataset, data_root=data_root)
         config = run_config(dataset, data, preset, request.ablate)
         warning = imbalance_warning(config, data)
         if warning:
             click.echo(f"warning: {warning}", err=True)
-        result = run_bench(request, progress=ProgressLine())
+        result = run_bench(
+            request,
+            progress=with_log(ProgressLine(), log),
+            progress_every=10 if log is None else 1,
+            on_evaluation=None if log is None else log.evaluation,
+        )
     click.echo(format_table(result))
     if output is not None:
         with user_errors():
@@ -306,6 +326,7 @@ def bench(
               help="Model file to write (weights + config).")  # fmt: skip
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
 @with_checkpoints
+@log_dir_option
 def train(
     dataset: str,
     data_root: Path | None,
@@ -318,12 +339,14 @@ def train(
     checkpoint_every: int,
     checkpoint_dir: Path | None,
     resume: bool,
+    log_dir: Path | None,
 ) -> None:
     """Train GSMFlow on a dataset's trainval split and save the model."""
     check_resume(resume, checkpoint_dir)
     path = checkpoint_dir / f"train-seed{seed}.pt" if checkpoint_dir else None
     check_outputs(output, path if path and path.exists() else None, folder=checkpoint_dir)
-    with user_errors():
+    check_outputs(folder=log_dir)
+    with user_errors(), run_logging(log_dir, seed=seed, resume=resume) as log:
         data = load_dataset(dataset, data_root=data_root)
         config = run_config(dataset, data, preset, _ablations(ablate)).with_seed(seed)
         trainer = GSMFlowTrainer(
@@ -334,7 +357,11 @@ def train(
             checkpoint_path=path,
             checkpoint_every=checkpoint_every,
         )
-        flow = trainer.fit(resume=resume, progress=ProgressLine())
+        flow = trainer.fit(
+            resume=resume,
+            progress=with_log(ProgressLine(), log),
+            progress_every=10 if log is None else 1,
+        )
         save_model(output, flow, config, data, fallback=True)
     click.echo(f"wrote {output} ({data.name}, {trainer.total_iterations} iterations, seed {seed})")
 

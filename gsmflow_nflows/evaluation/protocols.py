@@ -39,6 +39,11 @@ from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn
 
 PROTOCOLS = ("paper", "val", "final")
 
+#: ``on_evaluation(seed, split, record)``: called with every evaluation record as it is made;
+#: ``split`` is ``"val"`` or ``"test"``, ``record`` is :func:`evaluate_flow`'s (a calibrated
+#: one also holds ``"calibration"``, its offset).
+EvaluationLog = Callable[[int, str, dict[str, Any]], None]
+
 
 @dataclass(frozen=True)
 class ProtocolResult:
@@ -223,6 +228,8 @@ class _Run:
     checkpoint_every: int
     resume: bool
     progress: ProgressFn | None
+    progress_every: int = 10
+    on_evaluation: EvaluationLog | None = None
 
     def trainer(self, data: GZSLData, tag: str) -> GSMFlowTrainer:
         """A trainer for ``data``, checkpointing to ``PROTOCOL-TAG-seedN.pt`` when asked to."""
@@ -238,20 +245,44 @@ class _Run:
             checkpoint_every=self.checkpoint_every,
         )
 
+    def progress_of(self, data: GZSLData) -> ProgressFn | None:
+        """``progress`` for a trainer on ``data``; on the validation split stages start "val "."""
+        progress = self.progress
+        if progress is None or data.split != "val":
+            return progress
+        return lambda stage, done, total, losses: progress(f"val {stage}", done, total, losses)
+
     def fit(self, trainer: GSMFlowTrainer, stop_after: int | None = None) -> Flow:
         """Train (or resume) ``trainer`` without evaluations."""
-        return trainer.fit(resume=self.resume, progress=self.progress, stop_after=stop_after)
+        return trainer.fit(
+            resume=self.resume,
+            progress=self.progress_of(trainer.data),
+            progress_every=self.progress_every,
+            stop_after=stop_after,
+        )
+
+    def evaluate(
+        self, flow: Flow, data: GZSLData, iteration: int, **options: Any
+    ) -> dict[str, Any]:
+        """:func:`evaluate_flow` with this run's config; the record also goes to on_evaluation."""
+        record = evaluate_flow(flow, data, self.config, iteration, **options)
+        if self.on_evaluation is not None:
+            offset = options.get("calibration", 0.0)
+            logged = {**record, "calibration": offset} if offset else record
+            self.on_evaluation(self.config.seed, data.split, logged)
+        return record
 
     def fit_with_evaluations(self, data: GZSLData, tag: str) -> GSMFlowTrainer:
         """Train on ``data``, evaluating on its own test sets at the reference's points."""
         trainer = self.trainer(data, tag)
 
         def evaluate(iteration: int, flow: Flow) -> dict[str, Any]:
-            return evaluate_flow(flow, data, self.config, iteration)
+            return self.evaluate(flow, data, iteration)
 
         trainer.fit(
             resume=self.resume,
-            progress=self.progress,
+            progress=self.progress_of(data),
+            progress_every=self.progress_every,
             evaluate=evaluate,
             evaluate_at=evaluation_points(self.config, trainer.total_iterations),
         )
@@ -290,14 +321,14 @@ def _final(run: _Run, calibrate: bool) -> ProtocolResult:
     trainer = run.trainer(test_data, "test")
     flow = run.fit(trainer)
     total = trainer.total_iterations
-    record = evaluate_flow(flow, test_data, config, total, last_epoch_only=True)
+    record = run.evaluate(flow, test_data, total, last_epoch_only=True)
     epochs = {"classifier_epoch": record["gzsl_epochs"], "t1_epoch": record["zsl_epochs"]}
     if not calibrate:
         return run.result((record, 0), (record, 0), [record], **epochs)
     val_data = run.load_data("val")
     chosen = choose_val_calibration(run.fit(run.trainer(val_data, "val")), val_data, config)
-    calibrated = evaluate_flow(
-        flow, test_data, config, total, last_epoch_only=True, calibration=chosen["offset"]
+    calibrated = run.evaluate(
+        flow, test_data, total, last_epoch_only=True, calibration=chosen["offset"]
     )
     return run.result(
         (record, 0),
@@ -317,7 +348,7 @@ def _paper(run: _Run) -> ProtocolResult:
 
 def _val(run: _Run) -> ProtocolResult:
     """Choose the iteration and classifier epoch on the validation split; evaluate once on test."""
-    config, test_data = run.config, run.load_data("test")
+    test_data = run.load_data("test")
     val_trainer = run.fit_with_evaluations(run.load_data("val"), "val")
     best_h, epoch_h, best_t1, epoch_t1 = _best(val_trainer.history)
     test_trainer = run.trainer(test_data, "test")
@@ -329,7 +360,7 @@ def _val(run: _Run) -> ProtocolResult:
 
     chosen = on_test_schedule(best_h["iteration"])
     flow = run.fit(test_trainer, stop_after=chosen)
-    record = evaluate_flow(flow, test_data, config, chosen, epochs=epoch_h + 1)
+    record = run.evaluate(flow, test_data, chosen, epochs=epoch_h + 1)
     # Same iteration and a T1 epoch <= the H epoch: that epoch is in ``record`` already
     # (a classifier's first k epochs do not depend on how many follow).
     record_t1, t1_index = record, epoch_t1
@@ -337,7 +368,7 @@ def _val(run: _Run) -> ProtocolResult:
         # T1 was chosen at another point: train (continue) to it and evaluate once more.
         t1_chosen = on_test_schedule(best_t1["iteration"])
         t1_flow = run.fit(run.trainer(test_data, "test-t1"), stop_after=t1_chosen)
-        record_t1 = evaluate_flow(t1_flow, test_data, config, t1_chosen, epochs=epoch_t1 + 1)
+        record_t1 = run.evaluate(t1_flow, test_data, t1_chosen, epochs=epoch_t1 + 1)
         t1_index = len(record_t1["zsl_t1"]) - 1
     return run.result(
         (record, len(record["gzsl"]) - 1),
@@ -359,6 +390,8 @@ def run_protocol(
     resume: bool = False,
     progress: ProgressFn | None = None,
     calibrate: bool = False,
+    progress_every: int = 10,
+    on_evaluation: EvaluationLog | None = None,
 ) -> ProtocolResult:
     """Train and evaluate one seed under ``protocol`` (see the module docstring).
 
@@ -371,11 +404,16 @@ def run_protocol(
         checkpoint_dir: folder for this seed's checkpoints, or ``None``.
         checkpoint_every: iterations between checkpoints.
         resume: continue interrupted runs from their checkpoints.
-        progress: progress callback passed to the trainer.
+        progress: progress callback passed to the trainers (stage names of the
+            validation split's trainers start with ``"val "``).
         calibrate: also report calibrated stacking (protocol ``final`` only): a flow
             trained on the validation split chooses the offset
             (:func:`choose_val_calibration`), then the test classifier is scored
             with it; ``ProtocolResult.calibrated`` holds the result.
+        progress_every: the trainers' ``progress_every`` (1: every iteration).
+        on_evaluation: called with every evaluation record as it is made
+            (:data:`EvaluationLog`); on a resumed run, evaluations after the
+            checkpoint are made, and reported, again.
 
     Returns:
         The :class:`ProtocolResult`.
@@ -403,6 +441,8 @@ def run_protocol(
         checkpoint_every,
         resume,
         progress,
+        progress_every,
+        on_evaluation,
     )
     if protocol == "final":
         result = _final(run, calibrate)
