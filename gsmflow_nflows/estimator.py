@@ -39,7 +39,11 @@ from torch import Tensor
 from gsmflow_nflows.data import DatasetError, GZSLData
 from gsmflow_nflows.data.validation import MIN_FEATURE_DIM
 from gsmflow_nflows.errors import ConfigError
-from gsmflow_nflows.evaluation.classifier import SoftmaxClassifier, train_softmax_classifier
+from gsmflow_nflows.evaluation.classifier import (
+    SoftmaxClassifier,
+    generated_sample_weights,
+    train_softmax_classifier,
+)
 from gsmflow_nflows.evaluation.metrics import harmonic_mean, per_class_accuracy
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import Stream, resolve_device, seeded_generator
@@ -324,7 +328,7 @@ def _train(
     generated, generated_labels = generate_features(
         flow,
         data.unseen_embeddings,
-        evaluation.samples_per_class,
+        evaluation.generated_per_class(),
         generator=seeded_generator(config.seed, Stream.GENERATION, iteration),
     )
     classifier = train_softmax_classifier(
@@ -333,6 +337,13 @@ def _train(
         data.num_seen + data.num_unseen,
         **evaluation.classifier_settings(),
         generator=seeded_generator(config.seed, Stream.GZSL_CLASSIFIER, iteration),
+        sample_weights=generated_sample_weights(
+            data.num_train,
+            generated.shape[0],
+            evaluation.generated_weight(),
+            device=data.train_features.device,
+            dtype=data.train_features.dtype,
+        ),
     )
     return flow, classifier.eval(), iteration
 

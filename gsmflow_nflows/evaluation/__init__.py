@@ -23,6 +23,7 @@ from gsmflow_nflows.evaluation.baselines import (
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     classifier_epochs,
+    generated_sample_weights,
     predict,
     train_softmax_classifier,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_gzsl",
     "evaluate_zsl",
     "fit_eszsl",
+    "generated_sample_weights",
     "gzsl_scores",
     "harmonic_mean",
     "linear_gaussian_baseline",

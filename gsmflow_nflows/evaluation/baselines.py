@@ -282,11 +282,11 @@ def linear_gaussian_baseline(
     """The linear-Gaussian generator with GSMFlow's own classifier and protocol ``final``.
 
     Draws two classifier seeds from ``generator``, then
-    ``evaluation.samples_per_class`` features per unseen class
-    (:func:`linear_gaussian_features`); trains exactly GSMFlow's GZSL and ZSL
-    classifiers (:func:`evaluate_gzsl` / :func:`evaluate_zsl` with
-    ``evaluation.classifier_settings()``), each seeded from one of those seeds,
-    and reports their LAST epoch.
+    ``evaluation.generated_per_class()`` features per unseen class
+    (:func:`linear_gaussian_features`), each weighing ``evaluation.generated_weight()``;
+    trains exactly GSMFlow's GZSL and ZSL classifiers (:func:`evaluate_gzsl` /
+    :func:`evaluate_zsl` with ``evaluation.classifier_settings()``), each seeded
+    from one of those seeds, and reports their LAST epoch.
 
     Args:
         data: The split.
@@ -314,7 +314,7 @@ def linear_gaussian_baseline(
         0, 2**62, (2,), generator=generator, device=generator.device
     ).tolist()
     generated, generated_labels = linear_gaussian_features(
-        data, evaluation.samples_per_class, generator=generator, alpha=alpha
+        data, evaluation.generated_per_class(), generator=generator, alpha=alpha
     )
     settings = {**evaluation.classifier_settings(), "last_epoch_only": True}
     gzsl, zsl = evaluate_generated(
@@ -324,6 +324,7 @@ def linear_gaussian_baseline(
         gzsl_generator=torch.Generator().manual_seed(gzsl_seed),
         zsl_generator=torch.Generator().manual_seed(zsl_seed),
         calibration=0.0 if calibration is None else calibration,
+        generated_weight=evaluation.generated_weight(),
         **settings,
     )
     last = gzsl[-1]
@@ -370,10 +371,15 @@ def calibrated_linear_gaussian_baseline(
     started = time.perf_counter()
     generator = seeded_generator(seed, Stream.CALIBRATED_BASELINE)
     features, labels = linear_gaussian_features(
-        val_data, evaluation.samples_per_class, generator=generator, alpha=alpha
+        val_data, evaluation.generated_per_class(), generator=generator, alpha=alpha
     )
     chosen = choose_offset_on_validation(
-        val_data, features, labels, evaluation.classifier_settings(), generator=generator
+        val_data,
+        features,
+        labels,
+        evaluation.classifier_settings(),
+        generator=generator,
+        generated_weight=evaluation.generated_weight(),
     )
     scores = linear_gaussian_baseline(
         data,

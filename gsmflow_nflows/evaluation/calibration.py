@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gsmflow_nflows._checks import check_int, check_matrix, check_real
 from gsmflow_nflows.data import GZSLData
-from gsmflow_nflows.evaluation.classifier import train_softmax_classifier
+from gsmflow_nflows.evaluation.classifier import generated_sample_weights, train_softmax_classifier
 from gsmflow_nflows.evaluation.metrics import GZSLScores, gzsl_scores
 
 __all__ = ["calibrated_predict", "choose_calibration", "choose_offset_on_validation"]
@@ -138,6 +138,7 @@ def choose_offset_on_validation(
     classifier_settings: dict[str, Any],
     *,
     generator: torch.Generator,
+    generated_weight: float = 1.0,
 ) -> dict[str, float]:
     """Calibrated stacking's offset for any generator of unseen features, chosen on validation.
 
@@ -154,6 +155,8 @@ def choose_offset_on_validation(
         classifier_settings: The classifier's settings
             (``EvaluationConfig.classifier_settings()``).
         generator: Source of the classifier's initialisation and shuffling.
+        generated_weight: Each generated feature's weight in the classifier's loss
+            (``EvaluationConfig.generated_weight()``; a real one weighs 1).
 
     Returns:
         ``{"offset", "validation_H", "validation_H_uncalibrated"}``.
@@ -169,6 +172,13 @@ def choose_offset_on_validation(
         val_data.num_seen + val_data.num_unseen,
         **classifier_settings,
         generator=generator,
+        sample_weights=generated_sample_weights(
+            val_data.num_train,
+            generated_features.shape[0],
+            generated_weight,
+            device=device,
+            dtype=generated_features.dtype,
+        ),
     )
     seen = val_data.test_seen_features.to(device)
     unseen = val_data.test_unseen_features.to(device)

@@ -112,6 +112,7 @@ def train_softmax_classifier(
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
     on_epoch: EpochCallback | None = None,
+    sample_weights: Tensor | None = None,
 ) -> SoftmaxClassifier:
     """Train a :class:`SoftmaxClassifier` with Adam and the NLL loss.
 
@@ -137,6 +138,11 @@ def train_softmax_classifier(
             generator works for any device); ``None`` uses torch's global RNG.
         on_epoch: Called as ``on_epoch(epoch, classifier)`` after every epoch
             (``epoch`` counts from 0); used to score each epoch.
+        sample_weights: ``[N]`` non-negative weights of the samples in the loss, or
+            ``None`` (all 1). A batch's loss is ``sum(w_i * nll_i) / (B * mean(w))``,
+            an unbiased estimate of the weighted mean loss over the whole set, so
+            that ``weight_decay`` keeps its meaning; weights that are all equal give
+            exactly the unweighted loss.
 
     Returns:
         The trained classifier.
@@ -169,6 +175,7 @@ def train_softmax_classifier(
     train_labels = check_labels(
         "train_labels", train_labels, length=num_samples, num_classes=num_classes
     ).to(train_features.device)
+    weights = _check_weights(sample_weights, train_features)
 
     classifier = SoftmaxClassifier(train_features.shape[1], num_classes, generator=generator)
     classifier = classifier.to(device=train_features.device, dtype=train_features.dtype)
@@ -186,7 +193,12 @@ def train_softmax_classifier(
         order = randperm(num_samples, generator, train_features.device)
         for start in range(0, num_samples, batch_size):
             batch = order[start : start + batch_size]
-            loss = F.nll_loss(classifier(train_features[batch]), train_labels[batch])
+            log_probs = classifier(train_features[batch])
+            if weights is None:
+                loss = F.nll_loss(log_probs, train_labels[batch])
+            else:
+                losses = F.nll_loss(log_probs, train_labels[batch], reduction="none")
+                loss = (weights[batch] * losses).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -194,6 +206,54 @@ def train_softmax_classifier(
         if on_epoch is not None:
             on_epoch(epoch, classifier)
     return classifier
+
+
+def _check_weights(sample_weights: Tensor | None, features: Tensor) -> Tensor | None:
+    """``sample_weights`` divided by their mean, on the features' device; ``None`` if all equal."""
+    if sample_weights is None:
+        return None
+    if not isinstance(sample_weights, Tensor) or sample_weights.shape != features.shape[:1]:
+        shape = getattr(sample_weights, "shape", type(sample_weights).__name__)
+        raise ValueError(
+            f"Expected sample_weights of shape [{features.shape[0]}] (one per training "
+            f"sample), got {shape}."
+        )
+    weights = sample_weights.to(features.device, features.dtype)
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("sample_weights must be finite and >= 0.")
+    mean = weights.mean()
+    if not float(mean) > 0:
+        raise ValueError("sample_weights must not all be 0.")
+    if bool((weights == weights[0]).all()):
+        return None
+    return weights / mean
+
+
+def generated_sample_weights(
+    num_real: int,
+    num_generated: int,
+    generated_weight: float,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor | None:
+    """Loss weights of a classifier set of ``num_real`` real rows, then ``num_generated`` generated.
+
+    Real rows weigh 1, generated ones ``generated_weight``; ``None`` (no weighting)
+    when ``generated_weight`` is 1.
+
+    Example:
+        >>> generated_sample_weights(2, 3, 0.5).tolist()
+        [1.0, 1.0, 0.5, 0.5, 0.5]
+        >>> generated_sample_weights(2, 3, 1.0) is None
+        True
+    """
+    generated_weight = check_positive("generated_weight", generated_weight)
+    if generated_weight == 1.0:
+        return None
+    weights = torch.ones(num_real + num_generated, device=device, dtype=dtype)
+    weights[num_real:] = generated_weight
+    return weights
 
 
 def predict(classifier: nn.Module, features: Tensor, batch_size: int = 8192) -> Tensor:

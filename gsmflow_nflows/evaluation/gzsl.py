@@ -24,6 +24,7 @@ from gsmflow_nflows.evaluation.calibration import calibrated_predict
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     classifier_epochs,
+    generated_sample_weights,
     predict,
     train_softmax_classifier,
 )
@@ -56,6 +57,7 @@ def evaluate_gzsl(
     generator: torch.Generator | None = None,
     last_epoch_only: bool = False,
     calibration: float = 0.0,
+    generated_weight: float = 1.0,
 ) -> list[GZSLScores]:
     """Train the GZSL classifier over ``S + U`` classes and score it after every epoch.
 
@@ -86,6 +88,10 @@ def evaluate_gzsl(
             the list then holds one entry.
         calibration: Calibrated stacking: subtracted from the seen classes' scores
             before the argmax (see :mod:`gsmflow_nflows.evaluation.calibration`).
+        generated_weight: The weight of each generated feature in the classifier's
+            loss, a real seen feature weighing 1 (``1 / oversample`` when each
+            generated sample is drawn ``oversample`` times; see
+            :meth:`~gsmflow_nflows.training.config.EvaluationConfig.generated_weight`).
 
     Returns:
         One :class:`GZSLScores` (fractions) per classifier epoch (``epochs``, or more
@@ -121,6 +127,13 @@ def evaluate_gzsl(
     train_labels = torch.cat([seen_labels.to(device), generated_labels.to(device) + num_seen])
     test_seen_features = test_seen_features.to(device, dtype)
     test_unseen_features = test_unseen_features.to(device, dtype)
+    weights = generated_sample_weights(
+        seen_features.shape[0],
+        generated_features.shape[0],
+        generated_weight,
+        device=device,
+        dtype=dtype,
+    )
     scores: list[GZSLScores] = []
     total = classifier_epochs(train_features.shape[0], batch_size, epochs, min_steps)
 
@@ -149,6 +162,7 @@ def evaluate_gzsl(
         betas=betas,
         generator=generator,
         on_epoch=score,
+        sample_weights=weights,
     )
     return scores
 
@@ -242,6 +256,7 @@ def evaluate_generated(
     gzsl_generator: torch.Generator | None,
     zsl_generator: torch.Generator | None,
     calibration: float = 0.0,
+    generated_weight: float = 1.0,
     **classifier: Any,
 ) -> tuple[list[GZSLScores], list[float]]:
     """GZSL and ZSL evaluation of generated unseen features against a dataset's test sets.
@@ -258,6 +273,9 @@ def evaluate_generated(
         gzsl_generator: Source of the GZSL classifier's initialisation and shuffling.
         zsl_generator: The same for the ZSL classifier.
         calibration: Calibrated stacking offset of the GZSL classifier (T1 is not affected).
+        generated_weight: Each generated feature's weight in the GZSL classifier's loss
+            (a real one weighs 1). The ZSL classifier sees generated features only, whose
+            equal weights cancel out.
         **classifier: The classifier's settings (``lr``, ``batch_size``, ``epochs``,
             ``min_steps``, ``weight_decay``, ``last_epoch_only``, ...).
 
@@ -284,6 +302,7 @@ def evaluate_generated(
         num_unseen=data.num_unseen,
         generator=gzsl_generator,
         calibration=calibration,
+        generated_weight=generated_weight,
         **classifier,
     )
     zsl = evaluate_zsl(

@@ -109,7 +109,7 @@ def evaluate_flow(
     generated, generated_labels = generate_features(
         flow,
         data.unseen_embeddings.to(device),
-        evaluation.samples_per_class,
+        evaluation.generated_per_class(),
         generator=generator,
     )
     common = {
@@ -124,6 +124,7 @@ def evaluate_flow(
         gzsl_generator=seeded_generator(config.seed, Stream.GZSL_CLASSIFIER, iteration),
         zsl_generator=seeded_generator(config.seed, Stream.ZSL_CLASSIFIER, iteration),
         calibration=calibration,
+        generated_weight=evaluation.generated_weight(),
         **common,
     )
     batch, floor = evaluation.classifier_batch_size, evaluation.classifier_min_steps
@@ -156,7 +157,7 @@ def choose_val_calibration(
     generated, labels = generate_features(
         flow,
         val_data.unseen_embeddings.to(device),
-        evaluation.samples_per_class,
+        evaluation.generated_per_class(),
         generator=seeded_generator(config.seed, Stream.CALIBRATION_GENERATION),
     )
     return choose_offset_on_validation(
@@ -165,6 +166,7 @@ def choose_val_calibration(
         labels,
         evaluation.classifier_settings(),
         generator=seeded_generator(config.seed, Stream.CALIBRATION_CLASSIFIER),
+        generated_weight=evaluation.generated_weight(),
     )
 
 

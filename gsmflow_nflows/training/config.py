@@ -154,9 +154,18 @@ class EvaluationConfig:
     steps is about ``1 / lr`` at the published ``lr = 1e-3`` (Adam moves a weight
     by at most about ``lr`` a step); the published runs at their real sizes take
     1,900 or more, so the floor leaves them unchanged.
+
+    ``samples_per_class`` is the weight of each unseen class in the GZSL
+    classifier, counted in features (the paper's ``nSample``). With
+    ``oversample = k > 1`` (not in the paper), ``k * samples_per_class``
+    features are drawn per unseen class and each weighs ``1 / k`` in the
+    classifier's loss: the same seen/unseen balance, with the Monte-Carlo noise
+    of the generated set (which moved H by several points from one draw to the
+    next on small data) ``sqrt(k)`` times smaller.
     """
 
     samples_per_class: int = 9000
+    oversample: int = 1
     classifier_lr: float = 1e-3
     classifier_batch_size: int = 1200
     classifier_epochs: int = 20
@@ -166,7 +175,12 @@ class EvaluationConfig:
     eval_start: int = 5000
 
     def __post_init__(self) -> None:
-        for name in ("samples_per_class", "classifier_batch_size", "classifier_epochs"):
+        for name in (
+            "samples_per_class",
+            "oversample",
+            "classifier_batch_size",
+            "classifier_epochs",
+        ):
             _positive_int("evaluation", name, getattr(self, name))
         _positive_int("evaluation", "eval_every", self.eval_every)
         _number("evaluation", "classifier_lr", self.classifier_lr, positive=True)
@@ -180,6 +194,24 @@ class EvaluationConfig:
             raise ConfigError(
                 f"evaluation.eval_start must be an integer >= 0, got {self.eval_start!r}."
             )
+
+    def generated_per_class(self) -> int:
+        """Features drawn for each unseen class: ``samples_per_class * oversample``.
+
+        Example:
+            >>> EvaluationConfig(samples_per_class=300, oversample=4).generated_per_class()
+            1200
+        """
+        return self.samples_per_class * self.oversample
+
+    def generated_weight(self) -> float:
+        """Each generated feature's weight in the GZSL classifier's loss: ``1 / oversample``.
+
+        Example:
+            >>> EvaluationConfig(oversample=4).generated_weight()
+            0.25
+        """
+        return 1.0 / self.oversample
 
     def classifier_settings(self) -> dict[str, Any]:
         """The keyword arguments of ``evaluate_gzsl``/``evaluate_zsl`` for the classifier."""
