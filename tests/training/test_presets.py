@@ -150,3 +150,31 @@ def test_smoke_variant_is_tiny_and_fits_the_data():
 def test_unknown_preset_kind_is_a_value_error():
     with pytest.raises(ValueError, match="Unknown preset 'huge'"):
         preset_config("apy", _data(), "huge")
+
+
+@pytest.mark.parametrize(
+    "num_train, num_seen, num_unseen, dim, expected",
+    [
+        (1000, 5, 3, 64, 8),  # 400 per class: ceil(50 * 64 / 400) = 8
+        (1007, 7, 3, 64, 12),  # the digits: 288 per class, ceil(3200 / 288) = 12
+        (5932, 20, 12, 2048, 9),  # aPY-sized: 593 per class; 512 MiB hold 65,536 rows
+        (30000, 3, 3, 7, 1),  # 5,000 per class already exceed 50 * 7 draws
+    ],
+)
+def test_generic_config_oversamples_to_50_draws_per_dimension(
+    num_train, num_seen, num_unseen, dim, expected
+):
+    config = generic_config(_data(num_train, num_seen, num_unseen, dim=dim))
+    evaluation = config.evaluation
+    assert evaluation.oversample == expected
+    assert evaluation.generated_per_class() == evaluation.samples_per_class * expected
+    rows = evaluation.generated_per_class() * num_unseen
+    assert rows * dim * 4 <= 512 * 2**20
+    # the unseen classes keep their weight: the classifier's L2 still counts real + samples
+    weight = num_train + evaluation.samples_per_class * num_unseen
+    assert evaluation.classifier_weight_decay == pytest.approx(1 / weight)
+
+
+def test_paper_and_smoke_do_not_oversample():
+    assert all(config.evaluation.oversample == 1 for config in PAPER_PRESETS.values())
+    assert preset_config("apy", _data(num_train=40), "smoke").evaluation.oversample == 1
