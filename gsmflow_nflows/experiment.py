@@ -7,6 +7,8 @@ JSON). The library never prints; the command line renders the result.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,11 +29,20 @@ from gsmflow_nflows.evaluation.protocols import (
     run_protocol,
 )
 from gsmflow_nflows.runtime import resolve_device
+from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.presets import imbalance_warning, run_config
 from gsmflow_nflows.training.step import PRECISIONS
 from gsmflow_nflows.training.trainer import ProgressFn
 
-__all__ = ["METRICS", "BenchRequest", "BenchResult", "run_bench", "seeds_from"]
+__all__ = [
+    "METRICS",
+    "BenchRequest",
+    "BenchResult",
+    "environment",
+    "request_config",
+    "run_bench",
+    "seeds_from",
+]
 
 METRICS = ("S", "U", "H", "T1")
 
@@ -56,6 +67,12 @@ class BenchRequest:
     resume: bool = False
     calibrate: bool = False
     baselines: bool = True
+    #: A whole config (``GSMFlowConfig.to_dict``) used instead of the preset: a replay.
+    config: dict[str, Any] | None = None
+    #: ``("section.field", value)`` pairs set after the preset (or ``config``) and ablations.
+    overrides: tuple[tuple[str, Any], ...] = ()
+    #: The command line that asked for the run, recorded in the results' ``environment``.
+    command: tuple[str, ...] = ()
 
 
 def seeds_from(base: int, count: int) -> tuple[int, ...]:
@@ -97,6 +114,8 @@ class BenchResult:
     calibrated: dict[str, dict[str, float]] | None = None
     baselines: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: :func:`environment`: versions, device and command line of the run.
+    environment: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +166,7 @@ def run_bench(
     started = time.perf_counter()
     load = _cached_loader(request, device)
     data = load("test")
-    base_config = run_config(request.dataset, data, request.preset, request.ablate)
+    base_config = request_config(request, data)
     runs, baseline_runs = [], []
     for seed in request.seeds:
         runs.append(
@@ -187,12 +206,65 @@ def run_bench(
         seconds=time.perf_counter() - started,
         ablate=list(request.ablate),
         split_sizes=_split_sizes(data),
-        config=base_config.to_dict(),
+        # the seed the (first) run used, not the preset's
+        config=base_config.with_seed(request.seeds[0]).to_dict(),
         runs=runs,
         calibrated=_calibrated_summary(runs, mean, std) if request.calibrate else None,
         baselines=_baseline_summary(baseline_runs) if request.baselines else None,
         warnings=[w for w in [imbalance_warning(base_config, data)] if w],
+        environment=environment(device, request.command),
     )
+
+
+def request_config(request: BenchRequest, data: GZSLData) -> GSMFlowConfig:
+    """The config ``request`` runs (before each seed is set): preset or replayed config,
+    ablations, overrides (:func:`~gsmflow_nflows.training.presets.run_config`).
+
+    Example:
+        >>> request = BenchRequest("digits", overrides=(("training.lr", 1e-3),))
+        >>> request_config(request, data).training.lr  # doctest: +SKIP
+        0.001
+    """
+    return run_config(
+        request.dataset,
+        data,
+        request.preset,
+        request.ablate,
+        base=request.config,
+        overrides=dict(request.overrides),
+    )
+
+
+def environment(device: torch.device | str, command: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a result was measured with: package versions, Python, the device, the command.
+
+    Example:
+        >>> environment("cpu", ("gsmflow", "bench"))["command"]
+        ['gsmflow', 'bench']
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {
+        "gsmflow_nflows": __version__,
+        "torch": torch.__version__,
+        "nflows": _version("nflows"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "command": list(command),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _check_request(request: BenchRequest) -> None:

@@ -21,10 +21,17 @@ from gsmflow_nflows.cli.table import format_table
 from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import CheckpointError, GSMFlowError
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow
-from gsmflow_nflows.experiment import BenchRequest, run_bench, seeds_from
+from gsmflow_nflows.experiment import (
+    BenchRequest,
+    environment,
+    request_config,
+    run_bench,
+    seeds_from,
+)
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.config import ABLATIONS
+from gsmflow_nflows.training.config_file import parse_override, read_config_file
 from gsmflow_nflows.training.model_io import load_model, save_model
 from gsmflow_nflows.training.presets import PRESET_KINDS, imbalance_warning, run_config
 from gsmflow_nflows.training.trainer import GSMFlowTrainer
@@ -215,6 +222,40 @@ checkpoint_options = [
 ]
 
 
+config_options = [
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="A JSON config (`gsmflow config` prints one) or a results JSON "
+        "(`bench --output`): its config replaces the preset, replaying that run.",
+    ),
+    click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="SECTION.FIELD=VALUE",
+        help="Override one config field, e.g. --set training.lr=1e-3 (repeatable; "
+        "applied after the preset or --config).",
+    ),
+]
+
+
+def with_config(function: F) -> F:
+    for option in reversed(config_options):
+        function = option(function)
+    return function
+
+
+def config_sources(
+    config_file: Path | None, settings: tuple[str, ...]
+) -> tuple[dict[str, Any] | None, tuple[tuple[str, Any], ...]]:
+    """``--config`` read and checked, ``--set`` parsed: ``(base, overrides)`` for ``run_config``."""
+    base = read_config_file(config_file) if config_file is not None else None
+    return base, tuple(parse_override(text) for text in settings)
+
+
 def with_checkpoints(function: F) -> F:
     for option in reversed(checkpoint_options):
         function = option(function)
@@ -246,6 +287,7 @@ def with_checkpoints(function: F) -> F:
 @click.option("--calibrate", is_flag=True,
               help="Also report calibrated stacking (seen-score offset chosen on the validation "
               "split; protocol final; trains one more flow).")  # fmt: skip
+@with_config
 @with_checkpoints
 @log_dir_option
 def bench(
@@ -261,6 +303,8 @@ def bench(
     output: Path | None,
     no_baselines: bool,
     calibrate: bool,
+    config_file: Path | None,
+    settings: tuple[str, ...],
     checkpoint_dir: Path | None,
     resume: bool,
     log_dir: Path | None,
@@ -281,6 +325,8 @@ def bench(
         )
     check_outputs(output, folder=checkpoint_dir)
     check_outputs(folder=log_dir)
+    with user_errors():
+        base, overrides = config_sources(config_file, settings)
     request = BenchRequest(
         dataset=dataset,
         data_root=str(data_root) if data_root else None,
@@ -294,10 +340,13 @@ def bench(
         resume=resume,
         baselines=not no_baselines,
         calibrate=calibrate,
+        config=base,
+        overrides=overrides,
+        command=tuple(sys.argv),
     )
     with user_errors(), run_logging(log_dir, resume=resume) as log:
         data = load_dataset(dataset, data_root=data_root)
-        config = run_config(dataset, data, preset, request.ablate)
+        config = request_config(request, data)
         warning = imbalance_warning(config, data)
         if warning:
             click.echo(f"warning: {warning}", err=True)
@@ -325,6 +374,7 @@ def bench(
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Model file to write (weights + config).")  # fmt: skip
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
+@with_config
 @with_checkpoints
 @log_dir_option
 def train(
@@ -337,18 +387,29 @@ def train(
     ablate: str | None,
     output: Path,
     checkpoint_every: int,
+    config_file: Path | None,
+    settings: tuple[str, ...],
     checkpoint_dir: Path | None,
     resume: bool,
     log_dir: Path | None,
 ) -> None:
-    """Train GSMFlow on a dataset's trainval split and save the model."""
+    """Train GSMFlow on a dataset's trainval split and save the model.
+
+    With the same dataset, preset (or --config), --set and --seed,
+    `gsmflow evaluate MODEL` then gives the numbers of
+    `gsmflow bench --protocol final --seed S` exactly.
+    """
     check_resume(resume, checkpoint_dir)
     path = checkpoint_dir / f"train-seed{seed}.pt" if checkpoint_dir else None
     check_outputs(output, path if path and path.exists() else None, folder=checkpoint_dir)
     check_outputs(folder=log_dir)
+    with user_errors():
+        base, overrides = config_sources(config_file, settings)
     with user_errors(), run_logging(log_dir, seed=seed, resume=resume) as log:
         data = load_dataset(dataset, data_root=data_root)
-        config = run_config(dataset, data, preset, _ablations(ablate)).with_seed(seed)
+        config = run_config(
+            dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
+        ).with_seed(seed)
         trainer = GSMFlowTrainer(
             config,
             data,
@@ -408,19 +469,85 @@ def generate(
 @dataset_option
 @data_root_option
 @device_option
-def evaluate(model: Path, dataset: str, data_root: Path | None, device: str | None) -> None:
-    """Evaluate a saved MODEL on a dataset's test sets (one evaluation, last classifier epoch)."""
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the result as JSON here (the shape of one bench run).")  # fmt: skip
+def evaluate(
+    model: Path, dataset: str, data_root: Path | None, device: str | None, output: Path | None
+) -> None:
+    """Evaluate a saved MODEL on a dataset's test sets (protocol final: one evaluation, last
+    classifier epoch), with the random streams of `gsmflow bench --protocol final`: a model from
+    `gsmflow train --seed S` scores exactly what the bench scores for seed S.
+    """
+    check_outputs(output)
     with user_errors():
         resolved = resolve_device(device)
         flow, config, meta = load_model(model, device=resolved)
-        data = load_dataset(dataset, data_root=data_root)
+        data = load_dataset(dataset, data_root=data_root).to(resolved)
         _check_model_matches(meta, data)
-        record = evaluate_flow(flow, data, config, iteration=0, last_epoch_only=True)
+        # The bench's final protocol evaluates at the schedule's last iteration, which also
+        # seeds its generation and classifier streams.
+        iteration = config.training.iterations(data.num_train)
+        started = time.perf_counter()
+        record = evaluate_flow(flow, data, config, iteration, last_epoch_only=True)
     last: dict[str, Any] = record["gzsl"][-1]
     click.echo(
         f"{data.name} (protocol final, one evaluation): S {100 * last['S']:.1f}  "
         f"U {100 * last['U']:.1f}  H {100 * last['H']:.1f}  T1 {100 * record['zsl_t1'][-1]:.1f}"
     )
+    if output is not None:
+        run = {
+            "protocol": "final",
+            "seed": config.seed,
+            **last,
+            "T1": record["zsl_t1"][-1],
+            "iteration": iteration,
+            "classifier_epoch": record["gzsl_epochs"],
+            "t1_iteration": iteration,
+            "t1_epoch": record["zsl_epochs"],
+            "seconds": time.perf_counter() - started,
+            "evaluations": [record],
+        }
+        result = {
+            "model": str(model),
+            "dataset": data.name,
+            "config": config.to_dict(),
+            "runs": [run],
+            "environment": environment(resolved, tuple(sys.argv)),
+        }
+        with user_errors():
+            write_with_fallback(output, json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {output}")
+
+
+@main.command("config")
+@dataset_option
+@data_root_option
+@preset_option
+@ablate_option
+@click.option("--seed", type=seed_range, default=None, help="Set the config's seed.")
+@with_config
+def print_config(
+    dataset: str,
+    data_root: Path | None,
+    preset: str,
+    ablate: str | None,
+    seed: int | None,
+    config_file: Path | None,
+    settings: tuple[str, ...],
+) -> None:
+    """Print the config a run on DATASET would use, as JSON (give it back with --config).
+
+    The data-derived presets read the dataset's sizes, so the dataset is loaded.
+    """
+    with user_errors():
+        base, overrides = config_sources(config_file, settings)
+        data = load_dataset(dataset, data_root=data_root)
+        config = run_config(
+            dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
+        )
+        if seed is not None:
+            config = config.with_seed(seed)
+    click.echo(json.dumps(config.to_dict(), indent=2))
 
 
 def _check_model_matches(meta: dict[str, Any], data: GZSLData) -> None:

@@ -57,7 +57,7 @@ class ModelConfig:
                 f"model.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}."
             )
         _number("model", "mean_ridge_alpha", self.mean_ridge_alpha, positive=True)
-        for name in ("scale_residual", "shrink_residual"):
+        for name in ("relative_positioning", "scale_residual", "shrink_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"model.{name} must be true or false, got {getattr(self, name)!r}."
@@ -134,6 +134,8 @@ class MiningConfig:
     entropy_weight: float = 10.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"mining.enabled must be true or false, got {self.enabled!r}.")
         for name in ("relation_epochs", "relation_batch_size", "relation_hidden"):
             _positive_int("mining", name, getattr(self, name))
         for name in ("relation_lr", "lr"):
