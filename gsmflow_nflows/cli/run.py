@@ -20,7 +20,7 @@ from gsmflow_nflows.cli.run_log import log_dir_option, run_logging, with_log
 from gsmflow_nflows.cli.table import format_table
 from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import CheckpointError, GSMFlowError
-from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow
+from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow, per_class_table
 from gsmflow_nflows.experiment import (
     BenchRequest,
     environment,
@@ -506,6 +506,7 @@ def evaluate(
             "t1_epoch": record["zsl_epochs"],
             "seconds": time.perf_counter() - started,
             "evaluations": [record],
+            "per_class": per_class_table(data, last),
         }
         result = {
             "model": str(model),

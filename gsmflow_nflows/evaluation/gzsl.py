@@ -58,6 +58,7 @@ def evaluate_gzsl(
     last_epoch_only: bool = False,
     calibration: float = 0.0,
     generated_weight: float = 1.0,
+    per_class: bool = False,
 ) -> list[GZSLScores]:
     """Train the GZSL classifier over ``S + U`` classes and score it after every epoch.
 
@@ -92,6 +93,7 @@ def evaluate_gzsl(
             loss, a real seen feature weighing 1 (``1 / oversample`` when each
             generated sample is drawn ``oversample`` times; see
             :meth:`~gsmflow_nflows.training.config.EvaluationConfig.generated_weight`).
+        per_class: Also record each class's accuracy in the scores (see :func:`gzsl_scores`).
 
     Returns:
         One :class:`GZSLScores` (fractions) per classifier epoch (``epochs``, or more
@@ -147,6 +149,7 @@ def evaluate_gzsl(
                 calibrated_predict(classifier, test_unseen_features, num_seen, calibration),
                 test_unseen_labels.to(device),
                 num_seen,
+                per_class=per_class,
             )
         )
 
@@ -257,6 +260,7 @@ def evaluate_generated(
     zsl_generator: torch.Generator | None,
     calibration: float = 0.0,
     generated_weight: float = 1.0,
+    per_class: bool = False,
     **classifier: Any,
 ) -> tuple[list[GZSLScores], list[float]]:
     """GZSL and ZSL evaluation of generated unseen features against a dataset's test sets.
@@ -276,6 +280,7 @@ def evaluate_generated(
         generated_weight: Each generated feature's weight in the GZSL classifier's loss
             (a real one weighs 1). The ZSL classifier sees generated features only, whose
             equal weights cancel out.
+        per_class: Record each class's accuracy in the GZSL scores.
         **classifier: The classifier's settings (``lr``, ``batch_size``, ``epochs``,
             ``min_steps``, ``weight_decay``, ``last_epoch_only``, ...).
 
@@ -303,6 +308,7 @@ def evaluate_generated(
         generator=gzsl_generator,
         calibration=calibration,
         generated_weight=generated_weight,
+        per_class=per_class,
         **classifier,
     )
     zsl = evaluate_zsl(

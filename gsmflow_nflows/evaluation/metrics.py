@@ -12,7 +12,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -98,6 +98,30 @@ def per_class_accuracy(
     return float((hits.double() / totals.double()).mean())
 
 
+def class_accuracies(predictions: TensorLike, labels: TensorLike, num_classes: int) -> list[float]:
+    """Top-1 accuracy of each class ``0..num_classes-1`` (``nan`` for a class without samples).
+
+    Their mean over the classes with samples is :func:`per_class_accuracy`.
+
+    Example:
+        >>> class_accuracies(torch.tensor([0, 0, 1, 0]), torch.tensor([0, 0, 0, 1]), 2)
+        [0.6666666666666666, 0.0]
+    """
+    labels = check_labels("labels", _as_tensor("labels", labels), num_classes=num_classes)
+    predictions = _as_predictions("predictions", predictions).to(labels.device)
+    if predictions.shape != labels.shape:
+        raise ValueError(
+            f"Expected predictions of shape {tuple(labels.shape)} (as labels), "
+            f"got {tuple(predictions.shape)}."
+        )
+    totals = torch.bincount(labels, minlength=num_classes).double()
+    hits = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
+    return [
+        float("nan") if total == 0 else float(hit / total)
+        for hit, total in zip(hits, totals, strict=True)
+    ]
+
+
 def harmonic_mean(s: float, u: float) -> float:
     """Harmonic mean ``2 * s * u / (s + u)`` of seen and unseen accuracy; 0 if both are 0.
 
@@ -130,6 +154,10 @@ class GZSLScores:
     S: float
     U: float
     H: float
+    #: With ``per_class``: each seen class's accuracy (local label order), else ``None``.
+    seen_per_class: list[float] | None = field(default=None, repr=False)
+    #: With ``per_class``: each unseen class's accuracy (local label order), else ``None``.
+    unseen_per_class: list[float] | None = field(default=None, repr=False)
 
 
 def gzsl_scores(
@@ -138,6 +166,8 @@ def gzsl_scores(
     preds_unseen: TensorLike,
     unseen_labels: TensorLike,
     num_seen: int,
+    *,
+    per_class: bool = False,
 ) -> GZSLScores:
     """S, U and H of a GZSL classifier over ``num_seen + U`` classes.
 
@@ -154,6 +184,8 @@ def gzsl_scores(
             test images.
         unseen_labels: Their labels ``[Nu]`` in ``0..U-1``.
         num_seen: Number of seen classes ``S``.
+        per_class: Also give each class's accuracy (``seen_per_class``,
+            ``unseen_per_class``); S and U are their means.
 
     Returns:
         :class:`GZSLScores` (fractions).
@@ -170,7 +202,18 @@ def gzsl_scores(
     unseen_labels = check_labels("unseen_labels", _as_tensor("unseen_labels", unseen_labels))
     s = per_class_accuracy(logits_or_preds_seen, seen_labels)
     u = per_class_accuracy(preds_unseen, unseen_labels + num_seen)
-    return GZSLScores(S=s, U=u, H=harmonic_mean(s, u))
+    if not per_class:
+        return GZSLScores(S=s, U=u, H=harmonic_mean(s, u))
+    num_unseen = int(unseen_labels.max()) + 1
+    seen_preds = _as_predictions("logits_or_preds_seen", logits_or_preds_seen)
+    unseen_preds = _as_predictions("preds_unseen", preds_unseen) - num_seen  # -> 0..U-1
+    return GZSLScores(
+        S=s,
+        U=u,
+        H=harmonic_mean(s, u),
+        seen_per_class=class_accuracies(seen_preds, seen_labels, num_seen),
+        unseen_per_class=class_accuracies(unseen_preds, unseen_labels, num_unseen),
+    )
 
 
 def zsl_top1(preds: TensorLike, labels: TensorLike) -> float:

@@ -71,6 +71,9 @@ class ProtocolResult:
     #: With ``calibrate``: ``{"offset", "S", "U", "H", "validation_H"}``, the offset chosen on
     #: the validation split and the test scores it gives (T1 does not change); else ``None``.
     calibrated: dict[str, float] | None = None
+    #: ``[{"class", "name", "split", "accuracy"}]`` of the classifier the H figure comes
+    #: from (:func:`per_class_table`); protocols ``final`` and ``val``, empty for ``paper``.
+    per_class: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -86,6 +89,7 @@ def evaluate_flow(
     epochs: int | None = None,
     last_epoch_only: bool = False,
     calibration: float = 0.0,
+    per_class: bool | None = None,
 ) -> dict[str, Any]:
     """Generate unseen features with ``flow`` and score GZSL (S/U/H) and ZSL (T1) per epoch.
 
@@ -97,11 +101,15 @@ def evaluate_flow(
         epochs: classifier epochs; default ``config.evaluation.classifier_epochs``.
         last_epoch_only: score only the classifier's last epoch (protocol ``final``).
         calibration: calibrated-stacking offset of the GZSL classifier (0: none).
+        per_class: record each class's accuracy (``"seen_per_class"``,
+            ``"unseen_per_class"`` in the ``gzsl`` entries, local label order); default:
+            with ``last_epoch_only`` (one scored epoch), not otherwise.
 
     Returns:
         ``{"iteration", "gzsl": [{"S", "U", "H"} per scored epoch], "zsl_t1": [T1 per
         scored epoch], "gzsl_epochs", "zsl_epochs"}`` (the epochs each classifier trained).
     """
+    per_class = last_epoch_only if per_class is None else per_class
     evaluation = config.evaluation
     epochs = epochs if epochs is not None else evaluation.classifier_epochs
     device = next(flow.parameters()).device
@@ -125,18 +133,51 @@ def evaluate_flow(
         zsl_generator=seeded_generator(config.seed, Stream.ZSL_CLASSIFIER, iteration),
         calibration=calibration,
         generated_weight=evaluation.generated_weight(),
+        per_class=per_class,
         **common,
     )
     batch, floor = evaluation.classifier_batch_size, evaluation.classifier_min_steps
     num_generated = generated.shape[0]
     return {
         "iteration": iteration,
-        "gzsl": [asdict(scores) for scores in gzsl],
+        "gzsl": [_scores_dict(scores) for scores in gzsl],
         "zsl_t1": list(zsl),
         # Epochs trained (the step floor may raise them above ``epochs``).
         "gzsl_epochs": classifier_epochs(data.num_train + num_generated, batch, epochs, floor),
         "zsl_epochs": classifier_epochs(num_generated, batch, epochs, floor),
     }
+
+
+def _scores_dict(scores: Any) -> dict[str, Any]:
+    """A ``GZSLScores`` as a dict, without per-class entries it does not hold."""
+    return {key: value for key, value in asdict(scores).items() if value is not None}
+
+
+def per_class_table(data: GZSLData, scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[{"class", "name", "split", "accuracy"}]`` for every class, from a per-class record.
+
+    ``scores`` is one ``gzsl`` entry of :func:`evaluate_flow` made with ``per_class``;
+    ``class`` is the dataset's original class id. The seen entries average to S, the
+    unseen ones to U (classes without test images have ``accuracy`` ``None``).
+
+    Example:
+        >>> per_class_table(data, record["gzsl"][-1])[0]  # doctest: +SKIP
+        {'class': 0, 'name': 'zero', 'split': 'seen', 'accuracy': 0.97}
+    """
+    rows = []
+    for split, classes in (("seen", data.seen_classes), ("unseen", data.unseen_classes)):
+        accuracies = scores[f"{split}_per_class"]
+        for index, class_id in enumerate(classes.tolist()):
+            accuracy = accuracies[index] if index < len(accuracies) else float("nan")
+            rows.append(
+                {
+                    "class": class_id,
+                    "name": data.class_names[class_id],
+                    "split": split,
+                    "accuracy": None if accuracy != accuracy else accuracy,  # nan -> None
+                }
+            )
+    return rows
 
 
 def choose_val_calibration(
@@ -314,6 +355,8 @@ class _Run:
             "seconds": 0.0,
             "evaluations": evaluations,
         }
+        if "seen_per_class" in scores:
+            values["per_class"] = per_class_table(self.load_data("test"), scores)
         return ProtocolResult(**{**values, **fields})
 
 
@@ -362,7 +405,7 @@ def _val(run: _Run) -> ProtocolResult:
 
     chosen = on_test_schedule(best_h["iteration"])
     flow = run.fit(test_trainer, stop_after=chosen)
-    record = run.evaluate(flow, test_data, chosen, epochs=epoch_h + 1)
+    record = run.evaluate(flow, test_data, chosen, epochs=epoch_h + 1, per_class=True)
     # Same iteration and a T1 epoch <= the H epoch: that epoch is in ``record`` already
     # (a classifier's first k epochs do not depend on how many follow).
     record_t1, t1_index = record, epoch_t1

@@ -138,3 +138,30 @@ def test_train_then_evaluate_equals_bench_final(root, tmp_path):
     run, reference = evaluated["runs"][0], benched["runs"][0]
     for key in (*METRICS, "seed", "iteration", "classifier_epoch", "t1_epoch"):
         assert run[key] == reference[key], key
+
+
+@pytest.mark.parametrize("protocol", ["final", "val"])
+def test_per_class_accuracies_average_to_s_and_u(root, tmp_path, protocol):
+    values = bench(root, tmp_path / "a.json", "--preset", "smoke", "--protocol", protocol,
+                   "--set", "evaluation.samples_per_class=30")  # fmt: skip
+    run = values["runs"][0]
+    data = load_tiny(root)
+    rows = run["per_class"]
+    seen = [row for row in rows if row["split"] == "seen"]
+    unseen = [row for row in rows if row["split"] == "unseen"]
+    assert [row["class"] for row in seen] == data.seen_classes.tolist()
+    assert [row["class"] for row in unseen] == data.unseen_classes.tolist()
+    assert all(row["name"] == data.class_names[row["class"]] for row in rows)
+    assert sum(row["accuracy"] for row in seen) / len(seen) == pytest.approx(run["S"])
+    assert sum(row["accuracy"] for row in unseen) / len(unseen) == pytest.approx(run["U"])
+
+
+def test_evaluate_output_has_per_class(root, tmp_path):
+    model = tmp_path / "m.pt"
+    args = ["--dataset", "tiny", "--data-root", root, "--device", "cpu"]
+    assert invoke("train", *args, "--preset", "smoke", "--output", model).exit_code == 0
+    result = invoke("evaluate", model, *args, "--output", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "e.json").read_text())["runs"][0]
+    unseen = [row["accuracy"] for row in run["per_class"] if row["split"] == "unseen"]
+    assert sum(unseen) / len(unseen) == pytest.approx(run["U"])

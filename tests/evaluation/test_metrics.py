@@ -109,3 +109,28 @@ def test_zsl_top1():
     assert zsl_top1(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 0, 2])) == pytest.approx(
         (0.5 + 1 + 1) / 3
     )
+
+
+def test_class_accuracies_by_hand():
+    from gsmflow_nflows.evaluation.metrics import class_accuracies
+
+    labels = torch.tensor([0, 0, 0, 2, 2, 1])
+    predictions = torch.tensor([0, 1, 0, 2, 0, 1])
+    # class 0: 2 of 3; class 1: 1 of 1; class 2: 1 of 2; class 3: no samples
+    accuracies = class_accuracies(predictions, labels, 4)
+    assert accuracies[:3] == [2 / 3, 1.0, 0.5]
+    assert accuracies[3] != accuracies[3]  # nan
+
+
+def test_gzsl_scores_per_class_average_to_s_and_u():
+    seen_labels = torch.tensor([0, 0, 1, 1, 1])
+    seen_preds = torch.tensor([0, 2, 1, 1, 3])  # class 0: 1/2, class 1: 2/3
+    unseen_labels = torch.tensor([0, 1, 1, 1])
+    unseen_preds = torch.tensor([2, 0, 3, 3])  # unseen 0 -> output 2: 1/1; unseen 1: 2/3
+    scores = gzsl_scores(seen_preds, seen_labels, unseen_preds, unseen_labels, 2, per_class=True)
+    assert scores.seen_per_class == [0.5, 2 / 3]
+    assert scores.unseen_per_class == [1.0, 2 / 3]
+    assert scores.S == pytest.approx((0.5 + 2 / 3) / 2)
+    assert scores.U == pytest.approx((1.0 + 2 / 3) / 2)
+    plain = gzsl_scores(seen_preds, seen_labels, unseen_preds, unseen_labels, 2)
+    assert plain.seen_per_class is None and (plain.S, plain.U) == (scores.S, scores.U)
