@@ -53,6 +53,7 @@ def evaluate_gzsl(
     epochs: int,
     min_steps: int = 0,
     weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
     last_epoch_only: bool = False,
@@ -83,6 +84,7 @@ def evaluate_gzsl(
         epochs: Classifier epochs (``cls_step``).
         min_steps: Floor on the classifier's optimizer steps (see ``classifier_epochs``).
         weight_decay: The classifier's L2 penalty.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (see ``train_softmax_classifier``).
         betas: Adam betas.
         generator: Source of the classifier's initialisation and shuffling.
         last_epoch_only: Score only after the last epoch (the ``final`` protocol);
@@ -162,6 +164,7 @@ def evaluate_gzsl(
         epochs=epochs,
         min_steps=min_steps,
         weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
         betas=betas,
         generator=generator,
         on_epoch=score,
@@ -182,6 +185,7 @@ def evaluate_zsl(
     epochs: int,
     min_steps: int = 0,
     weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
     betas: tuple[float, float] = (0.5, 0.999),
     generator: torch.Generator | None = None,
     last_epoch_only: bool = False,
@@ -199,6 +203,7 @@ def evaluate_zsl(
         epochs: Classifier epochs.
         min_steps: Floor on the classifier's optimizer steps (see ``classifier_epochs``).
         weight_decay: The classifier's L2 penalty.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (see ``train_softmax_classifier``).
         betas: Adam betas.
         generator: Source of the classifier's initialisation and shuffling.
         last_epoch_only: Score only after the last epoch; the list then holds one entry.
@@ -244,6 +249,7 @@ def evaluate_zsl(
         epochs=epochs,
         min_steps=min_steps,
         weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
         betas=betas,
         generator=generator,
         on_epoch=score,

@@ -173,6 +173,8 @@ class EvaluationConfig:
     classifier_epochs: int = 20
     classifier_min_steps: int = 1000
     classifier_weight_decay: float = 0.0
+    #: ``"constant"`` (the reference) or ``"cosine"`` (decayed to 0: a converged classifier).
+    classifier_lr_schedule: str = "constant"
     eval_every: int = 300
     eval_start: int = 5000
 
@@ -187,6 +189,11 @@ class EvaluationConfig:
         _positive_int("evaluation", "eval_every", self.eval_every)
         _number("evaluation", "classifier_lr", self.classifier_lr, positive=True)
         _number("evaluation", "classifier_weight_decay", self.classifier_weight_decay)
+        if self.classifier_lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(
+                "evaluation.classifier_lr_schedule must be 'constant' or 'cosine', "
+                f"got {self.classifier_lr_schedule!r}."
+            )
         if not isinstance(self.classifier_min_steps, int) or self.classifier_min_steps < 0:
             raise ConfigError(
                 "evaluation.classifier_min_steps must be an integer >= 0, "
@@ -223,6 +230,7 @@ class EvaluationConfig:
             "epochs": self.classifier_epochs,
             "min_steps": self.classifier_min_steps,
             "weight_decay": self.classifier_weight_decay,
+            "lr_schedule": self.classifier_lr_schedule,
         }
 
 

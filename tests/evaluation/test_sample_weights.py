@@ -180,3 +180,50 @@ def test_oversample_rule_aims_at_50_draws_per_dimension_within_512_mib(samples, 
     if k > 1 and (k + 1) * samples * unseen * dim * 4 <= 512 * 2**20:
         # not bounded by memory: the smallest k with k * samples >= 50 * dim
         assert k * samples >= 50 * dim > (k - 1) * samples
+
+
+def test_cosine_schedule_converges_to_the_same_classifier_from_any_seed():
+    """The regularised softmax loss is strictly convex: decayed to 0, every seed lands at its
+    optimum, where the gradient of loss + weight decay vanishes (checked by autograd)."""
+    features, labels = _blobs(20, seed=8)
+    features = features + 0.8 * torch.randn(
+        features.shape, generator=torch.Generator().manual_seed(9)
+    )
+    common = dict(lr=0.05, batch_size=15, epochs=400, weight_decay=0.05, lr_schedule="cosine")
+    fits = [
+        train_softmax_classifier(
+            features, labels, 3, generator=torch.Generator().manual_seed(seed), **common
+        )
+        for seed in (0, 1)
+    ]
+    torch.testing.assert_close(fits[0].linear.weight, fits[1].linear.weight, atol=2e-3, rtol=0)
+    # Adam's weight_decay adds wd * theta to the gradient: the optimum of mean NLL + wd/2 |theta|^2
+    clf = fits[0]
+    params = [clf.linear.weight, clf.linear.bias]
+    loss = torch.nn.functional.nll_loss(clf(features), labels)
+    loss = loss + 0.5 * 0.05 * sum(p.square().sum() for p in params)
+    grads = torch.autograd.grad(loss, params)
+    assert max(float(g.abs().max()) for g in grads) < 2e-3
+    # with a constant rate the last iterates of two seeds stay further apart
+    constant = [
+        train_softmax_classifier(
+            features,
+            labels,
+            3,
+            generator=torch.Generator().manual_seed(seed),
+            **{**common, "lr_schedule": "constant"},
+        )
+        for seed in (0, 1)
+    ]
+    gap = (constant[0].linear.weight - constant[1].linear.weight).abs().max()
+    assert gap > (fits[0].linear.weight - fits[1].linear.weight).abs().max()
+
+
+def test_unknown_lr_schedule_is_a_clear_error():
+    features, labels = _blobs(4, seed=3)
+    with pytest.raises(ValueError, match="Unknown lr_schedule 'step'"):
+        train_softmax_classifier(
+            features, labels, 3, lr=0.01, batch_size=4, epochs=1, lr_schedule="step"
+        )
+    with pytest.raises(ConfigError, match="classifier_lr_schedule"):
+        EvaluationConfig(classifier_lr_schedule="step")
