@@ -440,8 +440,11 @@ def generate(
 ) -> None:
     """Generate features for the unseen classes of a saved MODEL into an .npz file.
 
-    The file holds ``features`` [N, D], ``labels`` [N] (0..U-1) and ``class_ids``
-    [U] (the dataset's original 0-based class ids of those labels).
+    The file holds ``features`` [N, D] (in the loader's min-max-scaled units),
+    ``labels`` [N] (0..U-1), ``class_ids`` [U] (the dataset's original 0-based class
+    ids of those labels) and ``class_names`` [U]; with a model of scaled features also
+    ``feature_shift`` and ``feature_scale`` [D]: the original units are
+    ``features * feature_scale + feature_shift``.
     """
     check_outputs(output)
     with user_errors():
@@ -460,6 +463,12 @@ def generate(
             "labels": labels.cpu().numpy(),
             "class_ids": meta["unseen_classes"].numpy(),
         }
+        if "class_names" in meta:  # models saved before the names were recorded lack them
+            names = [meta["class_names"][i] for i in meta["unseen_classes"].tolist()]
+            arrays["class_names"] = np.array(names, dtype=str)
+        for key in ("feature_shift", "feature_scale"):
+            if key in meta:
+                arrays[key] = meta[key].numpy()
         write_with_fallback(output, lambda stream: np.savez(stream, **arrays))
     click.echo(f"wrote {output}: {features.shape[0]} features ({count} per unseen class)")
 

@@ -69,6 +69,11 @@ class GZSLData:
     unseen_embeddings: Tensor
     class_names: tuple[str, ...]
     split: str = "test"
+    #: ``[D]`` float64: with ``feature_scale``, how the loader scaled the raw features:
+    #: ``scaled = (raw - feature_shift) / feature_scale``. ``None``: loaded unscaled.
+    feature_shift: Tensor | None = None
+    #: ``[D]`` float64, positive (see ``feature_shift``).
+    feature_scale: Tensor | None = None
 
     def __post_init__(self) -> None:
         d = self.train_features.shape[-1]
@@ -106,6 +111,29 @@ class GZSLData:
                 )
         if self.split not in ("test", "val"):
             raise DatasetError(f"{self.name}: split must be 'test' or 'val', got {self.split!r}")
+        if (self.feature_shift is None) != (self.feature_scale is None):
+            raise DatasetError(f"{self.name}: give feature_shift and feature_scale together")
+        for name in ("feature_shift", "feature_scale"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (d,):
+                raise DatasetError(
+                    f"{self.name}: {name} must have shape [{d}], got {tuple(value.shape)}"
+                )
+
+    def unscale(self, features: Tensor) -> Tensor:
+        """Features in the loader's scaled space mapped back to the raw features' units.
+
+        ``raw = features * feature_scale + feature_shift`` (float64); features that
+        were loaded unscaled are returned as float64 unchanged.
+
+        Example:
+            >>> data.unscale(data.train_features)  # doctest: +SKIP
+        """
+        values = features.to(torch.float64)
+        if self.feature_shift is None or self.feature_scale is None:
+            return values
+        scale = self.feature_scale.to(values.device, torch.float64)
+        return values * scale + self.feature_shift.to(values.device, torch.float64)
 
     def to(self, device: str | torch.device) -> GZSLData:
         """A copy with every tensor on ``device``, so a run copies its data there once.
@@ -133,6 +161,8 @@ class GZSLData:
         """
         digest = hashlib.sha256()
         for field in dataclasses.fields(self):
+            if field.name in ("feature_shift", "feature_scale"):
+                continue  # a function of the raw training features, not more data
             value = getattr(self, field.name)
             digest.update(field.name.encode())
             if isinstance(value, Tensor):

@@ -255,8 +255,13 @@ def _val_seen_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     return mask
 
 
-def _minmax(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """The reference preprocessing: MinMaxScaler fitted on training features, then / max."""
+def _minmax(
+    train: np.ndarray, *others: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The reference preprocessing: MinMaxScaler fitted on training features, then / max.
+
+    Returns the scaled arrays and ``(shift, scale)`` with ``scaled = (raw - shift) / scale``.
+    """
     scaler = MinMaxScaler()
     out = [scaler.fit_transform(train)] + [
         scaler.transform(x) if len(x) else x.astype(np.float64) for x in others
@@ -264,7 +269,8 @@ def _minmax(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     mx = out[0].max()
     if mx > 0:  # 1 unless every training column is constant; the reference divides anyway
         out = [x / mx for x in out]
-    return out
+    scale = 1.0 / scaler.scale_ * (mx if mx > 0 else 1.0)
+    return out, scaler.data_min_.copy(), scale
 
 
 def _map(labels: np.ndarray, classes: np.ndarray) -> torch.Tensor:
@@ -323,13 +329,14 @@ def _split_classes(raw: _Raw, parts: _Split) -> tuple[np.ndarray, np.ndarray]:
 
 def _split_features(
     raw: _Raw, parts: _Split, preprocess: bool, feat_path: Path
-) -> list[np.ndarray]:
-    """Train, test-seen and test-unseen features in float64, min-max scaled if ``preprocess``."""
+) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """Train, test-seen and test-unseen features in float64, min-max scaled if ``preprocess``,
+    and the scaling's ``(shift, scale)`` (``None`` unscaled)."""
     images = (parts.train, parts.test_seen, parts.test_unseen)
     features = [raw.features[idx].astype(np.float64) for idx in images]
     if not preprocess:
-        return features
-    features = _minmax(*features)
+        return features, None
+    features, shift, scale = _minmax(*features)
     limit = float(np.finfo(_USE_DTYPE).max)
     for part, x in (("test seen", features[1]), ("test unseen", features[2])):
         if x.size and float(np.abs(x).max()) > limit:
@@ -339,7 +346,7 @@ def _split_features(
                 f"in training, a lot in test); rescale the features (in Python, "
                 f"preprocess=False loads them unscaled)"
             )
-    return features
+    return features, (shift, scale)
 
 
 def load_xlsa17(
@@ -414,7 +421,9 @@ def load_xlsa17(
     raw = _read_raw(folder, semantic, split)
     parts = _split_images(raw, split, val_seen_fraction, val_seed)
     seen, unseen = _split_classes(raw, parts)
-    x_train, x_seen, x_unseen = _split_features(raw, parts, preprocess, folder / FEATURES_FILE)
+    (x_train, x_seen, x_unseen), scaling = _split_features(
+        raw, parts, preprocess, folder / FEATURES_FILE
+    )
     labels = raw.labels
     return GZSLData(
         name=folder.name,
@@ -430,4 +439,6 @@ def load_xlsa17(
         unseen_embeddings=_as_f32(raw.embeddings[unseen]),
         class_names=raw.class_names,
         split=split,
+        feature_shift=None if scaling is None else torch.from_numpy(scaling[0].copy()),
+        feature_scale=None if scaling is None else torch.from_numpy(scaling[1].copy()),
     )

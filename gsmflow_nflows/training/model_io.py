@@ -38,6 +38,15 @@ def save_model(
             "unseen_embeddings": data.unseen_embeddings.cpu(),
             "seen_classes": data.seen_classes.cpu(),
             "unseen_classes": data.unseen_classes.cpu(),
+            "class_names": list(data.class_names),
+            **(
+                {}
+                if data.feature_shift is None or data.feature_scale is None
+                else {
+                    "feature_shift": data.feature_shift.cpu(),
+                    "feature_scale": data.feature_scale.cpu(),
+                }
+            ),
             "flow": {k: v.cpu() for k, v in flow.state_dict().items()},
         },
         fallback=fallback,
@@ -51,7 +60,9 @@ def load_model(
 
     Returns:
         ``(flow, config, meta)``; ``meta`` holds ``dataset``, ``feature_dim``, the
-        seen/unseen class ids and embeddings.
+        seen/unseen class ids and embeddings, and, for models saved since they were
+        recorded, ``class_names`` and the loader's scaling (``feature_shift``,
+        ``feature_scale``; absent for unscaled features).
 
     Raises:
         CheckpointError: the file is missing, unreadable or not a GSMFlow model.

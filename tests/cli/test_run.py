@@ -241,7 +241,18 @@ def test_train_generate_evaluate_round_trip(root, tmp_path):
     assert result.exit_code == 0, result.output
     data = load_tiny(root)
     with np.load(features) as arrays:
-        assert set(arrays.files) == {"features", "labels", "class_ids"}
+        assert set(arrays.files) == {
+            "features",
+            "labels",
+            "class_ids",
+            "class_names",
+            "feature_shift",
+            "feature_scale",
+        }
+        names = [data.class_names[i] for i in data.unseen_classes.tolist()]
+        assert arrays["class_names"].tolist() == names
+        assert np.array_equal(arrays["feature_shift"], data.feature_shift.numpy())
+        assert np.array_equal(arrays["feature_scale"], data.feature_scale.numpy())
         assert arrays["features"].shape == (data.num_unseen * 7, data.feature_dim)
         assert np.isfinite(arrays["features"]).all()
         assert arrays["labels"].tolist() == np.repeat(np.arange(data.num_unseen), 7).tolist()
