@@ -38,6 +38,7 @@ __all__ = [
     "METRICS",
     "BenchRequest",
     "BenchResult",
+    "default_semantic",
     "environment",
     "request_config",
     "run_bench",
@@ -73,6 +74,19 @@ class BenchRequest:
     overrides: tuple[tuple[str, Any], ...] = ()
     #: The command line that asked for the run, recorded in the results' ``environment``.
     command: tuple[str, ...] = ()
+    #: Which ``<semantic>_splits.mat`` gives the class vectors; ``None``: :func:`default_semantic`.
+    semantic: str | None = None
+
+
+def default_semantic(dataset: str, preset: str) -> str:
+    """The class vectors a run uses unless told: CUB's ``paper`` preset takes the 1,024-d
+    sentence embeddings (``"sent"``), as the paper did; everything else the attributes.
+
+    Example:
+        >>> default_semantic("cub", "paper"), default_semantic("cub", "default")
+        ('sent', 'att')
+    """
+    return "sent" if dataset.lower() == "cub" and preset == "paper" else "att"
 
 
 def seeds_from(base: int, count: int) -> tuple[int, ...]:
@@ -116,6 +130,8 @@ class BenchResult:
     warnings: list[str] = field(default_factory=list)
     #: :func:`environment`: versions, device and command line of the run.
     environment: dict[str, Any] = field(default_factory=dict)
+    #: The class vectors used (``<semantic>_splits.mat``).
+    semantic: str = "att"
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,7 +180,8 @@ def run_bench(
     _check_request(request)
     device = resolve_device(request.device)
     started = time.perf_counter()
-    load = _cached_loader(request, device)
+    semantic = request.semantic or default_semantic(request.dataset, request.preset)
+    load = _cached_loader(request, device, semantic)
     data = load("test")
     base_config = request_config(request, data)
     runs, baseline_runs = [], []
@@ -213,6 +230,7 @@ def run_bench(
         baselines=_baseline_summary(baseline_runs) if request.baselines else None,
         warnings=[w for w in [imbalance_warning(base_config, data)] if w],
         environment=environment(device, request.command),
+        semantic=semantic,
     )
 
 
@@ -284,7 +302,9 @@ def _check_request(request: BenchRequest) -> None:
         )
 
 
-def _cached_loader(request: BenchRequest, device: torch.device) -> Callable[[str], GZSLData]:
+def _cached_loader(
+    request: BenchRequest, device: torch.device, semantic: str
+) -> Callable[[str], GZSLData]:
     """``split -> GZSLData``, each split loaded once and moved to ``device`` once."""
     cache: dict[str, GZSLData] = {}
 
@@ -292,7 +312,7 @@ def _cached_loader(request: BenchRequest, device: torch.device) -> Callable[[str
         if split not in cache:
             # On the run's device once; the trainer's and evaluations' .to(device) are then no-ops.
             cache[split] = load_dataset(
-                request.dataset, data_root=request.data_root, split=split
+                request.dataset, data_root=request.data_root, split=split, semantic=semantic
             ).to(device)
         return cache[split]
 

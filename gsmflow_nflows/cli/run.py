@@ -23,6 +23,7 @@ from gsmflow_nflows.errors import CheckpointError, GSMFlowError
 from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow, per_class_table
 from gsmflow_nflows.experiment import (
     BenchRequest,
+    default_semantic,
     environment,
     request_config,
     run_bench,
@@ -183,6 +184,14 @@ data_root_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder holding one sub-folder per dataset (default: $GSMFLOW_DATA or ~/.cache/gsmflow).",
 )
+semantic_option = click.option(
+    "--semantic",
+    default=None,
+    metavar="KEY",
+    help="Class vectors from <KEY>_splits.mat in the dataset folder: att (attributes), "
+    "sent (CUB's sentence embeddings), ... Default: sent for CUB with --preset paper "
+    "(as the paper), else att.",
+)
 preset_option = click.option(
     "--preset",
     type=click.Choice(PRESET_KINDS),
@@ -266,6 +275,7 @@ def with_checkpoints(function: F) -> F:
 @dataset_option
 @data_root_option
 @preset_option
+@semantic_option
 @click.option(
     "--protocol",
     type=click.Choice(PROTOCOLS),
@@ -294,6 +304,7 @@ def bench(
     dataset: str,
     data_root: Path | None,
     preset: str,
+    semantic: str | None,
     protocol: str,
     num_seeds: int,
     seed: int,
@@ -343,9 +354,12 @@ def bench(
         config=base,
         overrides=overrides,
         command=tuple(sys.argv),
+        semantic=semantic,
     )
     with user_errors(), run_logging(log_dir, resume=resume) as log:
-        data = load_dataset(dataset, data_root=data_root)
+        data = load_dataset(
+            dataset, data_root=data_root, semantic=semantic or default_semantic(dataset, preset)
+        )
         config = request_config(request, data)
         warning = imbalance_warning(config, data)
         if warning:
@@ -367,6 +381,7 @@ def bench(
 @dataset_option
 @data_root_option
 @preset_option
+@semantic_option
 @click.option("--seed", type=seed_range, default=0, show_default=True)
 @device_option
 @precision_option
@@ -381,6 +396,7 @@ def train(
     dataset: str,
     data_root: Path | None,
     preset: str,
+    semantic: str | None,
     seed: int,
     device: str | None,
     precision: str,
@@ -406,7 +422,9 @@ def train(
     with user_errors():
         base, overrides = config_sources(config_file, settings)
     with user_errors(), run_logging(log_dir, seed=seed, resume=resume) as log:
-        data = load_dataset(dataset, data_root=data_root)
+        data = load_dataset(
+            dataset, data_root=data_root, semantic=semantic or default_semantic(dataset, preset)
+        )
         config = run_config(
             dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
         ).with_seed(seed)
@@ -477,11 +495,18 @@ def generate(
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @dataset_option
 @data_root_option
+@click.option("--semantic", default="att", show_default=True, metavar="KEY",
+              help="Class vectors from <KEY>_splits.mat, as in training.")  # fmt: skip
 @device_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the result as JSON here (the shape of one bench run).")  # fmt: skip
 def evaluate(
-    model: Path, dataset: str, data_root: Path | None, device: str | None, output: Path | None
+    model: Path,
+    dataset: str,
+    data_root: Path | None,
+    semantic: str,
+    device: str | None,
+    output: Path | None,
 ) -> None:
     """Evaluate a saved MODEL on a dataset's test sets (protocol final: one evaluation, last
     classifier epoch), with the random streams of `gsmflow bench --protocol final`: a model from
@@ -491,7 +516,7 @@ def evaluate(
     with user_errors():
         resolved = resolve_device(device)
         flow, config, meta = load_model(model, device=resolved)
-        data = load_dataset(dataset, data_root=data_root).to(resolved)
+        data = load_dataset(dataset, data_root=data_root, semantic=semantic).to(resolved)
         _check_model_matches(meta, data)
         # The bench's final protocol evaluates at the schedule's last iteration, which also
         # seeds its generation and classifier streams.
@@ -520,6 +545,7 @@ def evaluate(
         result = {
             "model": str(model),
             "dataset": data.name,
+            "semantic": semantic,
             "config": config.to_dict(),
             "runs": [run],
             "environment": environment(resolved, tuple(sys.argv)),
@@ -533,6 +559,7 @@ def evaluate(
 @dataset_option
 @data_root_option
 @preset_option
+@semantic_option
 @ablate_option
 @click.option("--seed", type=seed_range, default=None, help="Set the config's seed.")
 @with_config
@@ -540,6 +567,7 @@ def print_config(
     dataset: str,
     data_root: Path | None,
     preset: str,
+    semantic: str | None,
     ablate: str | None,
     seed: int | None,
     config_file: Path | None,
@@ -551,7 +579,9 @@ def print_config(
     """
     with user_errors():
         base, overrides = config_sources(config_file, settings)
-        data = load_dataset(dataset, data_root=data_root)
+        data = load_dataset(
+            dataset, data_root=data_root, semantic=semantic or default_semantic(dataset, preset)
+        )
         config = run_config(
             dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
         )

@@ -53,7 +53,8 @@ def format_table(result: BenchResult) -> str:
             lines.append(f"{label}{' ' * gap}{seeds}{cells}")
     lines += [
         "",
-        f"data: {result.data}; preset {result.preset}, precision {result.precision}, "
+        f"data: {result.data}; class vectors {result.semantic}; "
+        f"preset {result.preset}, precision {result.precision}, "
         f"device {result.device}"
         + (f", ablated: {', '.join(result.ablate)}" if result.ablate else ""),
     ]

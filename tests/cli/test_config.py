@@ -165,3 +165,50 @@ def test_evaluate_output_has_per_class(root, tmp_path):
     run = json.loads((tmp_path / "e.json").read_text())["runs"][0]
     unseen = [row["accuracy"] for row in run["per_class"] if row["split"] == "unseen"]
     assert sum(unseen) / len(unseen) == pytest.approx(run["U"])
+
+
+def test_semantic_picks_another_splits_file(root, tmp_path):
+    """--semantic KEY reads <KEY>_splits.mat: other class vectors, named in JSON and table."""
+    import shutil
+
+    import numpy as np
+    import scipy.io
+
+    folder = tmp_path / "TINY"
+    shutil.copytree(root / "TINY", folder)
+    splits = scipy.io.loadmat(folder / "att_splits.mat")
+    rng = np.random.default_rng(0)
+    other = rng.random((9, splits["att"].shape[1]))  # 9-d class vectors instead of 5-d
+    splits["att"] = other / np.linalg.norm(other, axis=0, keepdims=True)
+    scipy.io.savemat(
+        folder / "sent_splits.mat", {k: v for k, v in splits.items() if not k.startswith("__")}
+    )
+    out = tmp_path / "s.json"
+    result = invoke("bench", "--dataset", "tiny", "--data-root", tmp_path, "--preset", "smoke",
+                    "--device", "cpu", "--no-baselines", "--semantic", "sent",
+                    "--output", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "class vectors sent" in result.output
+    values = json.loads(out.read_text())
+    assert values["semantic"] == "sent"
+    plain = bench(tmp_path, tmp_path / "a.json", "--preset", "smoke")
+    assert plain["semantic"] == "att"
+    model = tmp_path / "m.pt"
+    args = ["--dataset", "tiny", "--data-root", tmp_path, "--device", "cpu"]
+    assert invoke("train", *args, "--preset", "smoke", "--semantic", "sent",
+                  "--output", model).exit_code == 0  # fmt: skip
+    # the model knows its 9-d class vectors: evaluating with the 5-d ones is refused
+    assert_clean_error(invoke("evaluate", model, *args), "the model was trained on")
+    result = invoke("evaluate", model, *args, "--semantic", "sent")
+    assert result.exit_code == 0, result.output
+    missing = invoke("bench", *args, "--preset", "smoke", "--semantic", "w2v", "--output",
+                     tmp_path / "x.json")  # fmt: skip
+    assert_clean_error(missing, "w2v")
+
+
+def test_cub_paper_preset_defaults_to_sentence_embeddings():
+    from gsmflow_nflows.experiment import default_semantic
+
+    assert default_semantic("CUB", "paper") == "sent"
+    assert default_semantic("cub", "default") == "att"
+    assert default_semantic("apy", "paper") == "att"
