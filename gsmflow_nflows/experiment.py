@@ -76,6 +76,10 @@ class BenchRequest:
     command: tuple[str, ...] = ()
     #: Which ``<semantic>_splits.mat`` gives the class vectors; ``None``: :func:`default_semantic`.
     semantic: str | None = None
+    #: Iterations between checkpoints (with ``checkpoint_dir``).
+    checkpoint_every: int = 1000
+    #: Also checkpoint after this many seconds since the last checkpoint; ``None``: off.
+    checkpoint_seconds: float | None = 300.0
 
 
 def default_semantic(dataset: str, preset: str) -> str:
@@ -194,6 +198,8 @@ def run_bench(
                 device=device,
                 precision=request.precision,
                 checkpoint_dir=Path(request.checkpoint_dir) if request.checkpoint_dir else None,
+                checkpoint_every=request.checkpoint_every,
+                checkpoint_seconds=request.checkpoint_seconds,
                 resume=request.resume,
                 progress=_seed_progress(progress, seed),
                 calibrate=request.calibrate,

@@ -228,6 +228,21 @@ checkpoint_options = [
         help="Save checkpoints here (every --checkpoint-every iterations and at the end).",
     ),
     click.option("--resume", is_flag=True, help="Continue interrupted runs from --checkpoint-dir."),
+    click.option(
+        "--checkpoint-every",
+        type=click.IntRange(min=1),
+        default=1000,
+        show_default=True,
+        help="Iterations between checkpoints (with --checkpoint-dir).",
+    ),
+    click.option(
+        "--checkpoint-minutes",
+        type=click.FloatRange(min=0),
+        default=5.0,
+        show_default=True,
+        help="Also checkpoint once this much wall time has passed since the last one, "
+        "so a killed run loses minutes (with --checkpoint-dir; 0: by iterations only).",
+    ),
 ]
 
 
@@ -318,6 +333,8 @@ def bench(
     settings: tuple[str, ...],
     checkpoint_dir: Path | None,
     resume: bool,
+    checkpoint_every: int,
+    checkpoint_minutes: float,
     log_dir: Path | None,
 ) -> None:
     """Train, generate and evaluate GSMFlow on a dataset; print S, U, H, T1 over seeds.
@@ -355,6 +372,8 @@ def bench(
         overrides=overrides,
         command=tuple(sys.argv),
         semantic=semantic,
+        checkpoint_every=checkpoint_every,
+        checkpoint_seconds=60.0 * checkpoint_minutes if checkpoint_minutes > 0 else None,
     )
     with user_errors(), run_logging(log_dir, resume=resume) as log:
         data = load_dataset(
@@ -388,7 +407,6 @@ def bench(
 @ablate_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Model file to write (weights + config).")  # fmt: skip
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
 @with_config
 @with_checkpoints
 @log_dir_option
@@ -402,11 +420,12 @@ def train(
     precision: str,
     ablate: str | None,
     output: Path,
-    checkpoint_every: int,
     config_file: Path | None,
     settings: tuple[str, ...],
     checkpoint_dir: Path | None,
     resume: bool,
+    checkpoint_every: int,
+    checkpoint_minutes: float,
     log_dir: Path | None,
 ) -> None:
     """Train GSMFlow on a dataset's trainval split and save the model.
@@ -435,6 +454,7 @@ def train(
             precision=precision,
             checkpoint_path=path,
             checkpoint_every=checkpoint_every,
+            checkpoint_seconds=60.0 * checkpoint_minutes if checkpoint_minutes > 0 else None,
         )
         flow = trainer.fit(
             resume=resume,

@@ -273,6 +273,7 @@ class _Run:
     progress: ProgressFn | None
     progress_every: int = 10
     on_evaluation: EvaluationLog | None = None
+    checkpoint_seconds: float | None = None
 
     def trainer(self, data: GZSLData, tag: str) -> GSMFlowTrainer:
         """A trainer for ``data``, checkpointing to ``PROTOCOL-TAG-seedN.pt`` when asked to."""
@@ -286,6 +287,7 @@ class _Run:
             precision=self.precision,
             checkpoint_path=path,
             checkpoint_every=self.checkpoint_every,
+            checkpoint_seconds=self.checkpoint_seconds,
         )
 
     def progress_of(self, data: GZSLData) -> ProgressFn | None:
@@ -437,6 +439,7 @@ def run_protocol(
     calibrate: bool = False,
     progress_every: int = 10,
     on_evaluation: EvaluationLog | None = None,
+    checkpoint_seconds: float | None = None,
 ) -> ProtocolResult:
     """Train and evaluate one seed under ``protocol`` (see the module docstring).
 
@@ -459,6 +462,8 @@ def run_protocol(
         on_evaluation: called with every evaluation record as it is made
             (:data:`EvaluationLog`); on a resumed run, evaluations after the
             checkpoint are made, and reported, again.
+        checkpoint_seconds: also checkpoint after this much wall time since the last one
+            (with ``checkpoint_dir``).
 
     Returns:
         The :class:`ProtocolResult`.
@@ -488,6 +493,7 @@ def run_protocol(
         progress,
         progress_every,
         on_evaluation,
+        checkpoint_seconds,
     )
     if protocol == "final":
         result = _final(run, calibrate)

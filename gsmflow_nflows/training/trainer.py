@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ class GSMFlowTrainer:
         precision: ``"fp32"`` or ``"bf16"`` (autocast of the flow's forward passes).
         checkpoint_path: file for checkpoints, or ``None``.
         checkpoint_every: iterations between checkpoints (with ``checkpoint_path``).
+        checkpoint_seconds: also checkpoint once this much wall time has passed since the
+            last checkpoint (or the start), so a killed run loses minutes, not up to
+            ``checkpoint_every`` iterations; ``None``: by iterations only.
 
     Example:
         >>> trainer = GSMFlowTrainer(config, data, device="cpu")  # doctest: +SKIP
@@ -79,6 +83,7 @@ class GSMFlowTrainer:
         precision: str = "fp32",
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 1000,
+        checkpoint_seconds: float | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(
@@ -105,6 +110,13 @@ class GSMFlowTrainer:
         self.precision = precision
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.checkpoint_every = checkpoint_every
+        if checkpoint_seconds is not None and not (
+            isinstance(checkpoint_seconds, int | float) and checkpoint_seconds > 0
+        ):
+            raise ConfigError(
+                f"checkpoint_seconds must be a positive number or None, got {checkpoint_seconds!r}."
+            )
+        self.checkpoint_seconds = checkpoint_seconds
         self.total_iterations = training.iterations(data.num_train)
         self.history: list[dict[str, Any]] = []
         self.flow: Flow | None = None
@@ -305,6 +317,7 @@ class GSMFlowTrainer:
         per_epoch = training.iterations_per_epoch(self.data.num_train)
         reports = _LossReports(progress, self.total_iterations, progress_every)
         run.flow.train()
+        saved_at = time.monotonic()
         # Checked before a step: resuming a run that already reached its end is a no-op.
         while run.iteration < end:
             index = run.next_batch(training.batch_size)
@@ -331,9 +344,18 @@ class GSMFlowTrainer:
                 run.flow.eval()
                 run.history.append(evaluate(run.iteration, run.flow))
                 run.flow.train()
-            if run.iteration % self.checkpoint_every == 0 or run.iteration == self.total_iterations:
+            late = (
+                self.checkpoint_seconds is not None
+                and time.monotonic() - saved_at >= self.checkpoint_seconds
+            )
+            if (
+                late
+                or run.iteration % self.checkpoint_every == 0
+                or run.iteration == self.total_iterations
+            ):
                 reports.send()  # a checkpoint never gets ahead of what was reported
                 self._checkpoint(run, signature)
+                saved_at = time.monotonic()
         reports.send()
 
     def _checkpoint(self, run: RunState, signature: dict[str, Any]) -> None:
