@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import torch
@@ -317,7 +317,7 @@ class GSMFlowTrainer:
         per_epoch = training.iterations_per_epoch(self.data.num_train)
         reports = _LossReports(progress, self.total_iterations, progress_every)
         run.flow.train()
-        saved_at = time.monotonic()
+        saved_at = monotonic()
         # Checked before a step: resuming a run that already reached its end is a no-op.
         while run.iteration < end:
             index = run.next_batch(training.batch_size)
@@ -346,7 +346,7 @@ class GSMFlowTrainer:
                 run.flow.train()
             late = (
                 self.checkpoint_seconds is not None
-                and time.monotonic() - saved_at >= self.checkpoint_seconds
+                and monotonic() - saved_at >= self.checkpoint_seconds
             )
             if (
                 late
@@ -355,7 +355,7 @@ class GSMFlowTrainer:
             ):
                 reports.send()  # a checkpoint never gets ahead of what was reported
                 self._checkpoint(run, signature)
-                saved_at = time.monotonic()
+                saved_at = monotonic()
         reports.send()
 
     def _checkpoint(self, run: RunState, signature: dict[str, Any]) -> None:

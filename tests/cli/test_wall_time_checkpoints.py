@@ -30,7 +30,7 @@ def root(tmp_path_factory):
 def _saved_iterations(monkeypatch, tmp_path, root, seconds):
     """Iterations at which a tiny run saves, on a clock that ticks 1 s per reading."""
     ticks = iter(range(10**6))
-    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: float(next(ticks)))
+    monkeypatch.setattr(trainer_module, "monotonic", lambda: float(next(ticks)))
     saved = []
     original = trainer_module.GSMFlowTrainer._checkpoint
 
