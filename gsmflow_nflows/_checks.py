@@ -10,8 +10,10 @@ while ``torch.compile`` traces, so they never break a compiled graph.
 
 from __future__ import annotations
 
+import json
 import math
 from numbers import Integral, Real
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -175,3 +177,23 @@ def check_config_number(owner: str, name: str, value: object, *, positive: bool 
         raise ConfigError(f"{owner}.{name} must be > 0, got {value!r}.")
     if value < 0:
         raise ConfigError(f"{owner}.{name} must be >= 0, got {value!r}.")
+
+
+def parse_json(text: str, where: object, error: type[ConfigError] = ConfigError) -> Any:
+    """``json.loads(text)``; invalid JSON is ``error`` naming ``where`` and the position.
+
+    Example:
+        >>> parse_json('{"a": 1}', "c.json")
+        {'a': 1}
+        >>> parse_json("{a", "c.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gsmflow_nflows.errors.ConfigError: c.json: not valid JSON (line 1, column 2: ...).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise error(
+            f"{where}: not valid JSON (line {problem.lineno}, column {problem.colno}: "
+            f"{problem.msg})."
+        ) from None

@@ -41,7 +41,7 @@ from gsmflow_nflows.data.validation import MIN_FEATURE_DIM
 from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
-    generated_sample_weights,
+    gzsl_training_set,
     train_softmax_classifier,
 )
 from gsmflow_nflows.evaluation.metrics import harmonic_mean, per_class_accuracy
@@ -331,19 +331,21 @@ def _train(
         evaluation.generated_per_class(),
         generator=seeded_generator(config.seed, Stream.GENERATION, iteration),
     )
+    features, labels, weights = gzsl_training_set(
+        data.train_features,
+        data.train_labels,
+        generated,
+        generated_labels,
+        data.num_seen,
+        evaluation.generated_weight(),
+    )
     classifier = train_softmax_classifier(
-        torch.cat([data.train_features, generated.to(data.train_features.dtype)]),
-        torch.cat([data.train_labels, generated_labels.to(device) + data.num_seen]),
+        features,
+        labels,
         data.num_seen + data.num_unseen,
         **evaluation.classifier_settings(),
         generator=seeded_generator(config.seed, Stream.GZSL_CLASSIFIER, iteration),
-        sample_weights=generated_sample_weights(
-            data.num_train,
-            generated.shape[0],
-            evaluation.generated_weight(),
-            device=data.train_features.device,
-            dtype=data.train_features.dtype,
-        ),
+        sample_weights=weights,
     )
     return flow, classifier.eval(), iteration
 

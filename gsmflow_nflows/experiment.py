@@ -38,8 +38,8 @@ __all__ = [
     "METRICS",
     "BenchRequest",
     "BenchResult",
-    "default_semantic",
     "environment",
+    "semantic_for",
     "request_config",
     "run_bench",
     "seeds_from",
@@ -74,7 +74,7 @@ class BenchRequest:
     overrides: tuple[tuple[str, Any], ...] = ()
     #: The command line that asked for the run, recorded in the results' ``environment``.
     command: tuple[str, ...] = ()
-    #: Which ``<semantic>_splits.mat`` gives the class vectors; ``None``: :func:`default_semantic`.
+    #: Which ``<semantic>_splits.mat`` gives the class vectors; ``None``: see :func:`semantic_for`.
     semantic: str | None = None
     #: Iterations between checkpoints (with ``checkpoint_dir``).
     checkpoint_every: int = 1000
@@ -82,14 +82,19 @@ class BenchRequest:
     checkpoint_seconds: float | None = 300.0
 
 
-def default_semantic(dataset: str, preset: str) -> str:
-    """The class vectors a run uses unless told: CUB's ``paper`` preset takes the 1,024-d
-    sentence embeddings (``"sent"``), as the paper did; everything else the attributes.
+def semantic_for(dataset: str, preset: str, given: str | None = None) -> str:
+    """The class vectors a run uses: ``given`` if set; else CUB's ``paper`` preset takes the
+    1,024-d sentence embeddings (``"sent"``), as the paper did, and everything else the
+    attributes (``"att"``).
 
     Example:
-        >>> default_semantic("cub", "paper"), default_semantic("cub", "default")
+        >>> semantic_for("cub", "paper"), semantic_for("cub", "default")
         ('sent', 'att')
+        >>> semantic_for("cub", "paper", "att")
+        'att'
     """
+    if given:
+        return given
     return "sent" if dataset.lower() == "cub" and preset == "paper" else "att"
 
 
@@ -184,7 +189,7 @@ def run_bench(
     _check_request(request)
     device = resolve_device(request.device)
     started = time.perf_counter()
-    semantic = request.semantic or default_semantic(request.dataset, request.preset)
+    semantic = semantic_for(request.dataset, request.preset, request.semantic)
     load = _cached_loader(request, device, semantic)
     data = load("test")
     base_config = request_config(request, data)

@@ -20,14 +20,19 @@ from gsmflow_nflows.cli.run_log import log_dir_option, run_logging, with_log
 from gsmflow_nflows.cli.table import format_table
 from gsmflow_nflows.data import GZSLData, load_dataset
 from gsmflow_nflows.errors import CheckpointError, GSMFlowError
-from gsmflow_nflows.evaluation.protocols import PROTOCOLS, evaluate_flow, per_class_table
+from gsmflow_nflows.evaluation.protocols import (
+    PROTOCOLS,
+    ProtocolResult,
+    evaluate_flow,
+    per_class_table,
+)
 from gsmflow_nflows.experiment import (
     BenchRequest,
-    default_semantic,
     environment,
     request_config,
     run_bench,
     seeds_from,
+    semantic_for,
 )
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import resolve_device
@@ -280,6 +285,11 @@ def config_sources(
     return base, tuple(parse_override(text) for text in settings)
 
 
+def _seconds(checkpoint_minutes: float) -> float | None:
+    """``--checkpoint-minutes`` as the trainers' ``checkpoint_seconds`` (0: ``None``, off)."""
+    return 60.0 * checkpoint_minutes if checkpoint_minutes > 0 else None
+
+
 def with_checkpoints(function: F) -> F:
     for option in reversed(checkpoint_options):
         function = option(function)
@@ -373,11 +383,11 @@ def bench(
         command=tuple(sys.argv),
         semantic=semantic,
         checkpoint_every=checkpoint_every,
-        checkpoint_seconds=60.0 * checkpoint_minutes if checkpoint_minutes > 0 else None,
+        checkpoint_seconds=_seconds(checkpoint_minutes),
     )
     with user_errors(), run_logging(log_dir, resume=resume) as log:
         data = load_dataset(
-            dataset, data_root=data_root, semantic=semantic or default_semantic(dataset, preset)
+            dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
         )
         config = request_config(request, data)
         warning = imbalance_warning(config, data)
@@ -442,7 +452,7 @@ def train(
         base, overrides = config_sources(config_file, settings)
     with user_errors(), run_logging(log_dir, seed=seed, resume=resume) as log:
         data = load_dataset(
-            dataset, data_root=data_root, semantic=semantic or default_semantic(dataset, preset)
+            dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
         )
         config = run_config(
             dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
@@ -454,7 +464,7 @@ def train(
             precision=precision,
             checkpoint_path=path,
             checkpoint_every=checkpoint_every,
-            checkpoint_seconds=60.0 * checkpoint_minutes if checkpoint_minutes > 0 else None,
+            checkpoint_seconds=_seconds(checkpoint_minutes),
         )
         flow = trainer.fit(
             resume=resume,
@@ -549,25 +559,27 @@ def evaluate(
         f"U {100 * last['U']:.1f}  H {100 * last['H']:.1f}  T1 {100 * record['zsl_t1'][-1]:.1f}"
     )
     if output is not None:
-        run = {
-            "protocol": "final",
-            "seed": config.seed,
-            **last,
-            "T1": record["zsl_t1"][-1],
-            "iteration": iteration,
-            "classifier_epoch": record["gzsl_epochs"],
-            "t1_iteration": iteration,
-            "t1_epoch": record["zsl_epochs"],
-            "seconds": time.perf_counter() - started,
-            "evaluations": [record],
-            "per_class": per_class_table(data, last),
-        }
+        run = ProtocolResult(
+            protocol="final",
+            seed=config.seed,
+            S=last["S"],
+            U=last["U"],
+            H=last["H"],
+            T1=record["zsl_t1"][-1],
+            iteration=iteration,
+            classifier_epoch=record["gzsl_epochs"],
+            t1_iteration=iteration,
+            t1_epoch=record["zsl_epochs"],
+            seconds=time.perf_counter() - started,
+            evaluations=[record],
+            per_class=per_class_table(data, last),
+        )
         result = {
             "model": str(model),
             "dataset": data.name,
             "semantic": semantic,
             "config": config.to_dict(),
-            "runs": [run],
+            "runs": [run.to_dict()],
             "environment": environment(resolved, tuple(sys.argv)),
         }
         with user_errors():
@@ -600,7 +612,7 @@ def print_config(
     with user_errors():
         base, overrides = config_sources(config_file, settings)
         data = load_dataset(
-            dataset, data_root=data_root, semantic=semantic or default_semantic(dataset, preset)
+            dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
         )
         config = run_config(
             dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)

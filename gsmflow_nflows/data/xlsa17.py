@@ -439,6 +439,6 @@ def load_xlsa17(
         unseen_embeddings=_as_f32(raw.embeddings[unseen]),
         class_names=raw.class_names,
         split=split,
-        feature_shift=None if scaling is None else torch.from_numpy(scaling[0].copy()),
-        feature_scale=None if scaling is None else torch.from_numpy(scaling[1].copy()),
+        feature_shift=None if scaling is None else torch.from_numpy(scaling[0]),
+        feature_scale=None if scaling is None else torch.from_numpy(scaling[1]),
     )

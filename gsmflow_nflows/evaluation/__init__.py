@@ -24,6 +24,7 @@ from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     classifier_epochs,
     generated_sample_weights,
+    gzsl_training_set,
     predict,
     train_softmax_classifier,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "fit_eszsl",
     "generated_sample_weights",
     "gzsl_scores",
+    "gzsl_training_set",
     "harmonic_mean",
     "linear_gaussian_baseline",
     "linear_gaussian_features",

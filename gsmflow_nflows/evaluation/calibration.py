@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gsmflow_nflows._checks import check_int, check_matrix, check_real
 from gsmflow_nflows.data import GZSLData
-from gsmflow_nflows.evaluation.classifier import generated_sample_weights, train_softmax_classifier
+from gsmflow_nflows.evaluation.classifier import gzsl_training_set, train_softmax_classifier
 from gsmflow_nflows.evaluation.metrics import GZSLScores, gzsl_scores
 
 __all__ = ["calibrated_predict", "choose_calibration", "choose_offset_on_validation"]
@@ -166,19 +166,21 @@ def choose_offset_on_validation(
         ...     val, x, y, config.evaluation.classifier_settings(), generator=g)
     """
     device = generated_features.device
+    features, labels, weights = gzsl_training_set(
+        val_data.train_features.to(device),
+        val_data.train_labels,
+        generated_features,
+        generated_labels,
+        val_data.num_seen,
+        generated_weight,
+    )
     classifier = train_softmax_classifier(
-        torch.cat([val_data.train_features.to(device), generated_features]),
-        torch.cat([val_data.train_labels.to(device), generated_labels + val_data.num_seen]),
+        features,
+        labels,
         val_data.num_seen + val_data.num_unseen,
         **classifier_settings,
         generator=generator,
-        sample_weights=generated_sample_weights(
-            val_data.num_train,
-            generated_features.shape[0],
-            generated_weight,
-            device=device,
-            dtype=generated_features.dtype,
-        ),
+        sample_weights=weights,
     )
     seen = val_data.test_seen_features.to(device)
     unseen = val_data.test_unseen_features.to(device)

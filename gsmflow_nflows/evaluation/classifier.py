@@ -277,6 +277,42 @@ def generated_sample_weights(
     return weights
 
 
+def gzsl_training_set(
+    seen_features: Tensor,
+    seen_labels: Tensor,
+    generated_features: Tensor,
+    generated_labels: Tensor,
+    num_seen: int,
+    generated_weight: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The GZSL classifier's training set: real seen rows, then generated unseen rows.
+
+    Seen labels stay ``0..S-1``; generated labels ``0..U-1`` become ``S..S+U-1``.
+    Everything is put on the seen features' device and dtype, with the rows' loss
+    weights from :func:`generated_sample_weights`.
+
+    Returns:
+        ``(features, labels, sample_weights)`` for :func:`train_softmax_classifier`.
+
+    Example:
+        >>> x, y, w = gzsl_training_set(torch.zeros(2, 3), torch.tensor([0, 1]),
+        ...                             torch.ones(3, 3), torch.tensor([0, 0, 1]), 2, 0.5)
+        >>> y.tolist(), w.tolist()
+        ([0, 1, 2, 2, 3], [1.0, 1.0, 0.5, 0.5, 0.5])
+    """
+    device, dtype = seen_features.device, seen_features.dtype
+    features = torch.cat([seen_features, generated_features.to(device, dtype)])
+    labels = torch.cat([seen_labels.to(device), generated_labels.to(device) + num_seen])
+    weights = generated_sample_weights(
+        seen_features.shape[0],
+        generated_features.shape[0],
+        generated_weight,
+        device=device,
+        dtype=dtype,
+    )
+    return features, labels, weights
+
+
 def predict(classifier: nn.Module, features: Tensor, batch_size: int = 8192) -> Tensor:
     """Predicted class ids (argmax), batched, under ``torch.inference_mode``.
 

@@ -24,7 +24,7 @@ from gsmflow_nflows.evaluation.calibration import calibrated_predict
 from gsmflow_nflows.evaluation.classifier import (
     SoftmaxClassifier,
     classifier_epochs,
-    generated_sample_weights,
+    gzsl_training_set,
     predict,
     train_softmax_classifier,
 )
@@ -127,17 +127,11 @@ def evaluate_gzsl(
         "test_unseen", test_unseen_labels, test_unseen_features, num_unseen
     )
     device, dtype = seen_features.device, seen_features.dtype
-    train_features = torch.cat([seen_features, generated_features.to(device, dtype)])
-    train_labels = torch.cat([seen_labels.to(device), generated_labels.to(device) + num_seen])
+    train_features, train_labels, weights = gzsl_training_set(
+        seen_features, seen_labels, generated_features, generated_labels, num_seen, generated_weight
+    )
     test_seen_features = test_seen_features.to(device, dtype)
     test_unseen_features = test_unseen_features.to(device, dtype)
-    weights = generated_sample_weights(
-        seen_features.shape[0],
-        generated_features.shape[0],
-        generated_weight,
-        device=device,
-        dtype=dtype,
-    )
     scores: list[GZSLScores] = []
     total = classifier_epochs(train_features.shape[0], batch_size, epochs, min_steps)
 

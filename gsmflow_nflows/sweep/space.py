@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gsmflow_nflows._checks import parse_json
 from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.training.config import (
     EvaluationConfig,
@@ -176,13 +176,7 @@ def load_space(path: str | Path) -> Space:
         text = path.read_text()
     except OSError as error:
         raise SpaceError(f"cannot read the space file {path}: {error.strerror or error}.") from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpaceError(
-            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})."
-        ) from None
-    return parse_space(values, where=str(path))
+    return parse_space(parse_json(text, path, SpaceError), where=str(path))
 
 
 def plain(value: Any) -> Any:

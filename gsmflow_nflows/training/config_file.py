@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gsmflow_nflows._checks import parse_json
 from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.training.config import GSMFlowConfig
 
@@ -47,12 +48,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file ({error}).") from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})."
-        ) from None
+    values = parse_json(text, path)
     if isinstance(values, dict) and "runs" in values:
         if not isinstance(values.get("config"), dict):
             raise ConfigError(

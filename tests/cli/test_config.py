@@ -207,8 +207,9 @@ def test_semantic_picks_another_splits_file(root, tmp_path):
 
 
 def test_cub_paper_preset_defaults_to_sentence_embeddings():
-    from gsmflow_nflows.experiment import default_semantic
+    from gsmflow_nflows.experiment import semantic_for
 
-    assert default_semantic("CUB", "paper") == "sent"
-    assert default_semantic("cub", "default") == "att"
-    assert default_semantic("apy", "paper") == "att"
+    assert semantic_for("CUB", "paper") == "sent"
+    assert semantic_for("cub", "default") == "att"
+    assert semantic_for("apy", "paper") == "att"
+    assert semantic_for("CUB", "paper", "att") == "att"
