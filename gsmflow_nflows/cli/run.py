@@ -35,6 +35,7 @@ from gsmflow_nflows.experiment import (
     semantic_for,
 )
 from gsmflow_nflows.model import generate_features
+from gsmflow_nflows.run_plan import MANY_SEEDS, measure_costs, plan_bench
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.config import ABLATIONS
 from gsmflow_nflows.training.config_file import parse_override, read_config_file
@@ -322,6 +323,11 @@ def with_checkpoints(function: F) -> F:
 @click.option("--calibrate", is_flag=True,
               help="Also report calibrated stacking (seen-score offset chosen on the validation "
               "split; protocol final; trains one more flow).")  # fmt: skip
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (iterations, evaluations, generated features and their "
+              "memory, a time estimate timed on this machine) and stop.")  # fmt: skip
+@click.option("--yes", "many_seeds_ok", is_flag=True,
+              help=f"Run more than {MANY_SEEDS} seeds (refused without it).")  # fmt: skip
 @with_config
 @with_checkpoints
 @log_dir_option
@@ -339,6 +345,8 @@ def bench(
     output: Path | None,
     no_baselines: bool,
     calibrate: bool,
+    dry_run: bool,
+    many_seeds_ok: bool,
     config_file: Path | None,
     settings: tuple[str, ...],
     checkpoint_dir: Path | None,
@@ -351,7 +359,8 @@ def bench(
 
     Simple baselines run beside it on the same split and seeds (ESZSL,
     linear-Gaussian features + the same classifier, seen-only, chance) unless
-    --no-baselines.
+    --no-baselines. The plan (what will run, and an estimate of its time
+    timed on this machine) comes first; --dry-run prints it and stops.
     """
     check_resume(resume, checkpoint_dir)
     check_calibrate(calibrate, protocol)
@@ -385,11 +394,30 @@ def bench(
         checkpoint_every=checkpoint_every,
         checkpoint_seconds=_seconds(checkpoint_minutes),
     )
-    with user_errors(), run_logging(log_dir, resume=resume) as log:
+    with user_errors():
         data = load_dataset(
             dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
         )
         config = request_config(request, data)
+        val_data = None
+        if protocol == "val" or calibrate:
+            val_data = load_dataset(
+                dataset,
+                data_root=data_root,
+                split="val",
+                semantic=semantic_for(dataset, preset, semantic),
+            )
+        costs = measure_costs(config, data, device=device, precision=precision)
+        plan = plan_bench(request, data, config, val_data=val_data, costs=costs)
+    click.echo("\n".join(plan.lines()), err=not dry_run)
+    if dry_run:
+        return
+    if num_seeds > MANY_SEEDS and not many_seeds_ok:
+        raise click.UsageError(
+            f"--seeds {num_seeds} runs {num_seeds} trainings ({plan.estimate()}); pass --yes "
+            f"to run more than {MANY_SEEDS} seeds, or --dry-run to see the plan."
+        )
+    with user_errors(), run_logging(log_dir, resume=resume) as log:
         warning = imbalance_warning(config, data)
         if warning:
             click.echo(f"warning: {warning}", err=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import Any
 
 import torch
 from nflows.flows.base import Flow
 from torch import Tensor
 
+from gsmflow_nflows._checks import check_int
 from gsmflow_nflows.data import GZSLData
 from gsmflow_nflows.errors import ConfigError
 from gsmflow_nflows.losses import (
@@ -251,6 +252,47 @@ class GSMFlowTrainer:
         self.flow = run.flow
         return run.flow
 
+    def time_iterations(self, seconds: float = 0.5, warmup: int = 2) -> tuple[float, Flow]:
+        """Seconds per flow iteration on this machine, from a throwaway run.
+
+        A fresh flow (no mining, no checkpoint, no evaluation) takes ``warmup``
+        iterations, then timed ones, exactly as :meth:`fit` takes them, until
+        ``seconds`` have passed (at least 3, at most 1,000). Nothing of the
+        trainer's own run changes (``self.flow`` and ``self.history`` stay as they
+        were), and the random streams are the run's own seeded ones, so a later
+        :meth:`fit` gives what it would have given.
+
+        Args:
+            seconds: how long to time, ``>= 0``.
+            warmup: untimed iterations first, ``>= 0``.
+
+        Returns:
+            ``(seconds per iteration, the throwaway flow in eval mode)``.
+
+        Example:
+            >>> per_iteration, _ = GSMFlowTrainer(config, data).time_iterations()  # doctest: +SKIP
+        """
+        warmup = check_int("warmup", warmup, minimum=0)
+        run = self._fresh_state(mined=None)
+        saved, self.checkpoint_path = self.checkpoint_path, None
+        try:
+            self._train(run, warmup, {}, None, 10, None, None)
+            started, steps = self._synchronized_clock(), 0
+            while steps < 3 or (steps < 1000 and self._synchronized_clock() - started < seconds):
+                self._train(run, run.iteration + 1, {}, None, 10, None, None)
+                steps += 1
+            per_iteration = (self._synchronized_clock() - started) / steps
+        finally:
+            self.checkpoint_path = saved
+        run.flow.eval()
+        return per_iteration, run.flow
+
+    def _synchronized_clock(self) -> float:
+        """``perf_counter`` once the device's queued work is done."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return perf_counter()
+
     def _saved_state(self, signature: dict[str, Any]) -> dict[str, Any] | None:
         """The checkpoint to resume from (checked against this run), or ``None``."""
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
@@ -264,13 +306,17 @@ class GSMFlowTrainer:
 
     def _initial_state(self, saved: dict[str, Any] | None, progress: ProgressFn | None) -> RunState:
         """A fresh run at iteration 0 (its mined samples taken from ``saved`` when given)."""
-        config, training = self.config, self.config.training
         if saved is not None:
             mined = saved["mined"]
-        elif config.mining.enabled:
+        elif self.config.mining.enabled:
             mined = tuple(t.cpu() for t in self.mine(progress))
         else:
             mined = None
+        return self._fresh_state(mined)
+
+    def _fresh_state(self, mined: tuple[Tensor, Tensor] | None) -> RunState:
+        """Iteration 0 of the schedule: a new flow, optimizer and batch order."""
+        config, training = self.config, self.config.training
         flow = self.build_flow()
         # Fused Adam: one kernel over all parameters instead of a Python loop per tensor.
         optimizer = torch.optim.Adam(

@@ -336,3 +336,37 @@ def test_table_shows_the_calibrated_baseline_beside_calibrated_gsmflow():
     assert "calibrated GSMFlow H 44.4 vs calibrated linear-Gaussian 54.5: -10.1" in table
     uncalibrated = format_table(BenchResult.from_dict(_fake_result(0.30, 0.20, 0.45)))
     assert "lin.-Gauss. + calibrated" not in uncalibrated
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(root, tmp_path):
+    output, checkpoints = tmp_path / "out.json", tmp_path / "ckpt"
+    result = invoke("bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+                    "--device", "cpu", "--seeds", "3", "--protocol", "paper", "--dry-run",
+                    "--output", output, "--checkpoint-dir", checkpoints)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # smoke: 40 iterations, evaluated every 20; 50 generated per unseen class
+    assert "3 x (seeds 0-2)" in result.stdout
+    assert "flow 40 iterations" in result.stdout and "2 evaluations" in result.stdout
+    assert "2 unseen classes, 100 generated features x 16-d" in result.stdout
+    assert "estimate:" in result.stdout
+    assert "seed 0 flow" not in result.output  # no training
+    assert not output.exists() and not list(checkpoints.glob("*.pt"))
+
+
+def test_a_real_run_prints_its_plan_first_on_stderr(root):
+    result = invoke("bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+                    "--device", "cpu", "--no-baselines")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "plan: TINY" in result.stderr and "plan:" not in result.stdout
+    assert result.output.index("plan: TINY") < result.output.index("seed 0 flow")
+
+
+def test_many_seeds_need_a_yes(root, tmp_path):
+    output = tmp_path / "out.json"
+    result = invoke("bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+                    "--device", "cpu", "--seeds", "1000", "--output", output)  # fmt: skip
+    assert_clean_error(result, "--seeds 1000", "--yes")
+    assert "seed 0 flow" not in result.output and not output.exists()
+    dry = invoke("bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+                 "--device", "cpu", "--seeds", "1000", "--dry-run")  # fmt: skip
+    assert dry.exit_code == 0 and "1000 x (seeds 0-999)" in dry.stdout
