@@ -74,6 +74,10 @@ class ProtocolResult:
     #: ``[{"class", "name", "split", "accuracy"}]`` of the classifier the H figure comes
     #: from (:func:`per_class_table`); protocols ``final`` and ``val``, empty for ``paper``.
     per_class: list[dict[str, Any]] = field(default_factory=list)
+    #: The iteration after which the (test) flow took no more steps, because the rest of
+    #: its schedule could not move the weights by ``training.freeze_tolerance`` of their
+    #: RMS (:mod:`gsmflow_nflows.training.frozen`); ``None`` when it trained to the end.
+    frozen_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -369,9 +373,13 @@ def _final(run: _Run, calibrate: bool) -> ProtocolResult:
     flow = run.fit(trainer)
     total = trainer.total_iterations
     record = run.evaluate(flow, test_data, total, last_epoch_only=True)
-    epochs = {"classifier_epoch": record["gzsl_epochs"], "t1_epoch": record["zsl_epochs"]}
+    fields = {
+        "classifier_epoch": record["gzsl_epochs"],
+        "t1_epoch": record["zsl_epochs"],
+        "frozen_at": trainer.frozen_at,
+    }
     if not calibrate:
-        return run.result((record, 0), (record, 0), [record], **epochs)
+        return run.result((record, 0), (record, 0), [record], **fields)
     val_data = run.load_data("val")
     chosen = choose_val_calibration(run.fit(run.trainer(val_data, "val")), val_data, config)
     calibrated = run.evaluate(
@@ -381,7 +389,7 @@ def _final(run: _Run, calibrate: bool) -> ProtocolResult:
         (record, 0),
         (record, 0),
         [record],
-        **epochs,
+        **fields,
         calibrated={**chosen, **calibrated["gzsl"][0]},
     )
 
@@ -390,7 +398,9 @@ def _paper(run: _Run) -> ProtocolResult:
     """The authors' protocol: the best H and the best T1 over every test evaluation and epoch."""
     trainer = run.fit_with_evaluations(run.load_data("test"), "test")
     best_h, epoch_h, best_t1, epoch_t1 = _best(trainer.history)
-    return run.result((best_h, epoch_h), (best_t1, epoch_t1), trainer.history)
+    return run.result(
+        (best_h, epoch_h), (best_t1, epoch_t1), trainer.history, frozen_at=trainer.frozen_at
+    )
 
 
 def _val(run: _Run) -> ProtocolResult:
@@ -422,6 +432,7 @@ def _val(run: _Run) -> ProtocolResult:
         (record_t1, t1_index),
         [record, *([record_t1] if record_t1 is not record else [])],
         validation=val_trainer.history,
+        frozen_at=test_trainer.frozen_at,
     )
 
 

@@ -76,6 +76,10 @@ class FlowTrainingConfig:
     real training set before mining; the learning rate is multiplied by
     ``lr_gamma`` every ``lr_step_epochs`` epochs of ``ceil(N_train / batch_size)``
     iterations. ``max_iterations`` caps the count (quick presets).
+    ``freeze_tolerance``: once Adam's state bounds how far any weight can still
+    move over the rest of the schedule below this fraction of the weights' RMS
+    (:mod:`gsmflow_nflows.training.frozen`), the trainer takes no more steps
+    (iterations and evaluations still count); 0 switches it off.
     """
 
     epochs: int = 600
@@ -88,6 +92,7 @@ class FlowTrainingConfig:
     perturbation_pi: float = 0.02
     perturbation_dropout: float = 0.0
     max_iterations: int | None = None
+    freeze_tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "lr_step_epochs"):
@@ -96,7 +101,7 @@ class FlowTrainingConfig:
             _positive_int("training", "max_iterations", self.max_iterations)
         _number("training", "lr", self.lr, positive=True)
         _number("training", "lr_gamma", self.lr_gamma, positive=True)
-        for name in ("weight_decay", "prototype_weight", "perturbation_pi"):
+        for name in ("weight_decay", "prototype_weight", "perturbation_pi", "freeze_tolerance"):
             _number("training", name, getattr(self, name))
         _number("training", "perturbation_dropout", self.perturbation_dropout)
         if self.perturbation_dropout >= 1:

@@ -34,6 +34,8 @@ class RunState:
         iteration: Optimizer steps taken.
         history: Evaluation records, in order.
         mined: Boundary samples ``(features, labels)`` appended to the training set, or ``None``.
+        frozen_at: The iteration after which no step was taken (the rest of the schedule
+            could not move the weights; see :mod:`gsmflow_nflows.training.frozen`), or ``None``.
 
     Example:
         >>> flow = torch.nn.Linear(1, 1)
@@ -53,6 +55,7 @@ class RunState:
     iteration: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     mined: tuple[Tensor, Tensor] | None = None
+    frozen_at: int | None = None
 
     def next_batch(self, size: int) -> Tensor:
         """The next ``size`` row indices; a new random pass starts when the order runs out."""
@@ -79,6 +82,7 @@ class RunState:
             "order": self.order.cpu(),
             "position": self.position,
             "history": self.history,
+            "frozen_at": self.frozen_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -91,3 +95,5 @@ class RunState:
         self.position = int(state["position"])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
+        frozen_at = state.get("frozen_at")
+        self.frozen_at = None if frozen_at is None else int(frozen_at)

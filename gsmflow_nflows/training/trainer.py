@@ -32,6 +32,7 @@ from gsmflow_nflows.training.checkpoint import (
 )
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.flow_from_config import fit_semantic_mean, flow_from_config
+from gsmflow_nflows.training.frozen import remaining_movement, weights_rms
 from gsmflow_nflows.training.run_state import RunState
 from gsmflow_nflows.training.step import PRECISIONS, train_step
 
@@ -121,6 +122,9 @@ class GSMFlowTrainer:
         self.total_iterations = training.iterations(data.num_train)
         self.history: list[dict[str, Any]] = []
         self.flow: Flow | None = None
+        #: The iteration after which the schedule could no longer move the weights by
+        #: ``training.freeze_tolerance`` of their RMS, and took no more steps; ``None``: never.
+        self.frozen_at: int | None = None
         # The digest of the mined samples saved beside the checkpoint by this fit, if any.
         self._mined_digest: str | None = None
 
@@ -250,6 +254,7 @@ class GSMFlowTrainer:
             self._checkpoint(run, signature)  # stopped between two checkpoints
         run.flow.eval()
         self.flow = run.flow
+        self.frozen_at = run.frozen_at
         return run.flow
 
     def time_iterations(self, seconds: float = 0.5, warmup: int = 2) -> tuple[float, Flow]:
@@ -366,6 +371,18 @@ class GSMFlowTrainer:
         saved_at = monotonic()
         # Checked before a step: resuming a run that already reached its end is a no-op.
         while run.iteration < end:
+            stepped = run.frozen_at is None
+            if not stepped:  # the rest of the schedule cannot move the weights: count only
+                run.iteration += 1
+                if run.iteration % per_epoch == 0:
+                    run.scheduler.step()
+                if evaluate is not None and evaluate_at is not None and evaluate_at(run.iteration):
+                    run.flow.eval()
+                    run.history.append(evaluate(run.iteration, run.flow))
+                    run.flow.train()
+                if run.iteration == self.total_iterations:
+                    self._checkpoint(run, signature)
+                continue
             index = run.next_batch(training.batch_size)
             losses = train_step(
                 run.flow,
@@ -382,6 +399,8 @@ class GSMFlowTrainer:
             run.iteration += 1
             if run.iteration % per_epoch == 0:
                 run.scheduler.step()
+                if training.freeze_tolerance > 0 and run.iteration < self.total_iterations:
+                    self._check_frozen(run, per_epoch)
             if progress is not None and (
                 run.iteration % progress_every == 0 or run.iteration == self.total_iterations
             ):
@@ -396,6 +415,7 @@ class GSMFlowTrainer:
             )
             if (
                 late
+                or run.frozen_at is not None
                 or run.iteration % self.checkpoint_every == 0
                 or run.iteration == self.total_iterations
             ):
@@ -403,6 +423,24 @@ class GSMFlowTrainer:
                 self._checkpoint(run, signature)
                 saved_at = monotonic()
         reports.send()
+
+    def _check_frozen(self, run: RunState, per_epoch: int) -> None:
+        """Mark ``run`` frozen when no weight can still move by ``freeze_tolerance`` x their RMS.
+
+        The bound comes from the optimizer's and scheduler's state
+        (:func:`~gsmflow_nflows.training.frozen.remaining_movement`); from then on the
+        schedule only counts its iterations (evaluations stay where they were).
+        """
+        movement = remaining_movement(
+            run.optimizer,
+            run.scheduler,
+            iteration=run.iteration,
+            end=self.total_iterations,
+            iterations_per_epoch=per_epoch,
+        )
+        tolerance = self.config.training.freeze_tolerance
+        if movement <= tolerance * weights_rms(list(run.flow.parameters())):
+            run.frozen_at = run.iteration
 
     def _checkpoint(self, run: RunState, signature: dict[str, Any]) -> None:
         """Save ``run`` (its mined samples once, in their own file, the first time)."""

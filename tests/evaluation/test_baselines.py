@@ -251,6 +251,23 @@ def test_linear_gaussian_features_have_the_ridge_means_and_the_pooled_std(tiny):
         assert ((generated_mean - means[u]).abs() < 5 * sigma / per_class**0.5).all()
 
 
+def test_linear_gaussian_features_are_the_formula_in_one_piece(tiny, monkeypatch):
+    """Blocks of rows (bounded memory) give exactly mu + sigma * eps of one big draw."""
+    from gsmflow_nflows.evaluation import baselines
+
+    monkeypatch.setattr(baselines, "_ROWS_PER_BLOCK", 7)  # blocks that split classes
+    features, labels = linear_gaussian_features(
+        tiny, 30, generator=torch.Generator().manual_seed(5)
+    )
+    seen_means = class_means(tiny.train_features.double(), tiny.train_labels, tiny.num_seen)
+    means = ridge_unseen_means(tiny.seen_embeddings, seen_means, tiny.unseen_embeddings)
+    sigma = pooled_within_class_std(tiny.train_features, tiny.train_labels, tiny.num_seen)
+    noise = torch.randn(
+        labels.numel(), tiny.feature_dim, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(features, (means[labels] + sigma * noise.double()).float())
+
+
 def _without_seconds(scores: BaselineScores) -> dict:
     values = scores.to_dict()
     values.pop("seconds")
