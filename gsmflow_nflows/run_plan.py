@@ -31,6 +31,7 @@ from gsmflow_nflows.losses.boundary import RelationNetwork, train_relation_netwo
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.config import GSMFlowConfig
+from gsmflow_nflows.training.step import autocast_context
 
 __all__ = [
     "MANY_SEEDS",
@@ -321,7 +322,8 @@ def measure_costs(
         generator = torch.Generator().manual_seed(0)
 
         def generate(count: int) -> None:
-            generate_features(flow, embeddings, count, generator=generator)
+            with autocast_context(device, precision):
+                generate_features(flow, embeddings, count, generator=generator)
 
         generated_feature = _timed(device, generate, seconds, probe=256, most=1 << 17)
         relation_step = (

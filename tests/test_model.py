@@ -253,6 +253,10 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32():
     exact = flow.log_prob(x, context=a)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         approx = flow.log_prob(x, context=a)
-        features, _ = generate_features(flow, classes[:2], 4)
+        features, _ = generate_features(flow, classes[:2], 4, generator=torch.Generator())
     assert torch.isfinite(features).all()
     torch.testing.assert_close(approx.float(), exact, rtol=0.05, atol=0.2)
+    # generated under bf16, stored in the flow's float32, near the float32 samples of the same z
+    reference, _ = generate_features(flow, classes[:2], 4, generator=torch.Generator())
+    assert features.dtype == torch.float32 and not torch.equal(features, reference)
+    torch.testing.assert_close(features, reference, rtol=0.05, atol=0.05)

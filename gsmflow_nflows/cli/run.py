@@ -224,7 +224,8 @@ precision_option = click.option(
     type=click.Choice(["fp32", "bf16"]),
     default="fp32",
     show_default=True,
-    help="bf16 autocasts the flow's forward passes.",
+    help="bf16 autocasts the flow's passes (training steps, feature generation) to "
+    "bfloat16; weights, optimizer and classifiers stay float32.",
 )
 checkpoint_options = [
     click.option(
@@ -556,6 +557,7 @@ def generate(
 @click.option("--semantic", default="att", show_default=True, metavar="KEY",
               help="Class vectors from <KEY>_splits.mat, as in training.")  # fmt: skip
 @device_option
+@precision_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the result as JSON here (the shape of one bench run).")  # fmt: skip
 def evaluate(
@@ -564,6 +566,7 @@ def evaluate(
     data_root: Path | None,
     semantic: str,
     device: str | None,
+    precision: str,
     output: Path | None,
 ) -> None:
     """Evaluate a saved MODEL on a dataset's test sets (protocol final: one evaluation, last
@@ -580,7 +583,9 @@ def evaluate(
         # seeds its generation and classifier streams.
         iteration = config.training.iterations(data.num_train)
         started = time.perf_counter()
-        record = evaluate_flow(flow, data, config, iteration, last_epoch_only=True)
+        record = evaluate_flow(
+            flow, data, config, iteration, last_epoch_only=True, precision=precision
+        )
     last: dict[str, Any] = record["gzsl"][-1]
     click.echo(
         f"{data.name} (protocol final, one evaluation): S {100 * last['S']:.1f}  "

@@ -35,6 +35,7 @@ from gsmflow_nflows.evaluation.gzsl import evaluate_generated
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import Stream, seeded_generator
 from gsmflow_nflows.training.config import GSMFlowConfig
+from gsmflow_nflows.training.step import autocast_context
 from gsmflow_nflows.training.trainer import GSMFlowTrainer, ProgressFn
 
 PROTOCOLS = ("paper", "val", "final")
@@ -94,6 +95,7 @@ def evaluate_flow(
     last_epoch_only: bool = False,
     calibration: float = 0.0,
     per_class: bool | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Generate unseen features with ``flow`` and score GZSL (S/U/H) and ZSL (T1) per epoch.
 
@@ -108,6 +110,8 @@ def evaluate_flow(
         per_class: record each class's accuracy (``"seen_per_class"``,
             ``"unseen_per_class"`` in the ``gzsl`` entries, local label order); default:
             with ``last_epoch_only`` (one scored epoch), not otherwise.
+        precision: ``"bf16"`` generates under bfloat16 autocast (the features are stored
+            in the flow's float32); the classifiers always train in float32.
 
     Returns:
         ``{"iteration", "gzsl": [{"S", "U", "H"} per scored epoch], "zsl_t1": [T1 per
@@ -118,12 +122,13 @@ def evaluate_flow(
     epochs = epochs if epochs is not None else evaluation.classifier_epochs
     device = next(flow.parameters()).device
     generator = seeded_generator(config.seed, Stream.GENERATION, iteration)
-    generated, generated_labels = generate_features(
-        flow,
-        data.unseen_embeddings.to(device),
-        evaluation.generated_per_class(),
-        generator=generator,
-    )
+    with autocast_context(device, precision):
+        generated, generated_labels = generate_features(
+            flow,
+            data.unseen_embeddings.to(device),
+            evaluation.generated_per_class(),
+            generator=generator,
+        )
     common = {
         **evaluation.classifier_settings(),
         "epochs": epochs,
@@ -185,26 +190,28 @@ def per_class_table(data: GZSLData, scores: dict[str, Any]) -> list[dict[str, An
 
 
 def choose_val_calibration(
-    flow: Flow, val_data: GZSLData, config: GSMFlowConfig
+    flow: Flow, val_data: GZSLData, config: GSMFlowConfig, *, precision: str = "fp32"
 ) -> dict[str, float]:
     """Calibrated stacking's offset, chosen on the validation split with a flow trained there.
 
     Generates the validation-unseen classes with ``flow`` (trained on ``train_loc``),
     trains the GZSL classifier as every evaluation does (last epoch) and picks the
     offset maximising validation H (:func:`choose_offset_on_validation`). The test set is
-    not read.
+    not read. ``precision="bf16"`` generates under bfloat16 autocast, as
+    :func:`evaluate_flow` does.
 
     Returns:
         ``{"offset", "validation_H", "validation_H_uncalibrated"}``.
     """
     evaluation = config.evaluation
     device = next(flow.parameters()).device
-    generated, labels = generate_features(
-        flow,
-        val_data.unseen_embeddings.to(device),
-        evaluation.generated_per_class(),
-        generator=seeded_generator(config.seed, Stream.CALIBRATION_GENERATION),
-    )
+    with autocast_context(device, precision):
+        generated, labels = generate_features(
+            flow,
+            val_data.unseen_embeddings.to(device),
+            evaluation.generated_per_class(),
+            generator=seeded_generator(config.seed, Stream.CALIBRATION_GENERATION),
+        )
     return choose_offset_on_validation(
         val_data,
         generated,
@@ -314,7 +321,9 @@ class _Run:
         self, flow: Flow, data: GZSLData, iteration: int, **options: Any
     ) -> dict[str, Any]:
         """:func:`evaluate_flow` with this run's config; the record also goes to on_evaluation."""
-        record = evaluate_flow(flow, data, self.config, iteration, **options)
+        record = evaluate_flow(
+            flow, data, self.config, iteration, precision=self.precision, **options
+        )
         if self.on_evaluation is not None:
             offset = options.get("calibration", 0.0)
             logged = {**record, "calibration": offset} if offset else record
@@ -381,7 +390,9 @@ def _final(run: _Run, calibrate: bool) -> ProtocolResult:
     if not calibrate:
         return run.result((record, 0), (record, 0), [record], **fields)
     val_data = run.load_data("val")
-    chosen = choose_val_calibration(run.fit(run.trainer(val_data, "val")), val_data, config)
+    chosen = choose_val_calibration(
+        run.fit(run.trainer(val_data, "val")), val_data, config, precision=run.precision
+    )
     calibrated = run.evaluate(
         flow, test_data, total, last_epoch_only=True, calibration=chosen["offset"]
     )

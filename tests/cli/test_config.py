@@ -122,14 +122,16 @@ def test_results_record_the_environment(root, tmp_path):
     assert isinstance(environment["command"], list)
 
 
-def test_train_then_evaluate_equals_bench_final(root, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_then_evaluate_equals_bench_final(root, tmp_path, precision):
     model = tmp_path / "model.pt"
     args = ["--dataset", "tiny", "--data-root", root, "--preset", "smoke", "--device", "cpu",
-            "--set", "evaluation.samples_per_class=30"]  # fmt: skip
+            "--set", "evaluation.samples_per_class=30", "--precision", precision]  # fmt: skip
     result = invoke("train", *args, "--seed", 5, "--output", model)
     assert result.exit_code == 0, result.output
     result = invoke("evaluate", model, "--dataset", "tiny", "--data-root", root,
-                    "--device", "cpu", "--output", tmp_path / "e.json")  # fmt: skip
+                    "--device", "cpu", "--precision", precision,
+                    "--output", tmp_path / "e.json")  # fmt: skip
     assert result.exit_code == 0, result.output
     evaluated = json.loads((tmp_path / "e.json").read_text())
     benched = bench(root, tmp_path / "b.json", *args[4:], "--preset", "smoke", "--seed", 5,

@@ -110,7 +110,7 @@ def _fake_record(split, iteration, epochs):
 def test_val_reports_t1_at_its_own_chosen_epoch(tiny_root, monkeypatch):
     """T1 chosen at the same iteration as H but an earlier classifier epoch."""
 
-    def fake(flow, data: GZSLData, config, iteration, *, epochs=None, per_class=None):
+    def fake(flow, data: GZSLData, config, iteration, *, epochs=None, per_class=None, **_):
         return _fake_record(data.split, iteration, epochs or config.evaluation.classifier_epochs)
 
     monkeypatch.setattr(protocols, "evaluate_flow", fake)
