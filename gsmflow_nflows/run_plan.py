@@ -31,6 +31,7 @@ from gsmflow_nflows.losses.boundary import RelationNetwork, train_relation_netwo
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.config import GSMFlowConfig
+from gsmflow_nflows.training.frozen import predicted_freeze, weights_rms
 from gsmflow_nflows.training.step import autocast_context
 
 __all__ = [
@@ -55,6 +56,8 @@ class UnitCosts:
     relation_step: float
     generated_feature: float
     classifier_step: float
+    #: The RMS of the throwaway flow's weights, for the predicted freeze; ``None``: unknown.
+    weights_rms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,19 @@ class TrainingPlan:
     mining_steps: int
     evaluations: int
     evaluation: EvaluationPlan
+    #: Where the schedule is predicted to stop taking steps (``training.freeze_tolerance``,
+    #: from the weights' RMS at initialisation); ``None``: it trains to the end, or unknown.
+    frozen_at: int | None = None
+
+    @property
+    def steps(self) -> int:
+        """Flow iterations that take an optimizer step."""
+        return self.iterations if self.frozen_at is None else self.frozen_at
 
     def seconds(self, costs: UnitCosts) -> float:
         """The estimated wall time of this training and its evaluations."""
         return (
-            self.iterations * costs.flow_iteration
+            self.steps * costs.flow_iteration
             + (self.relation_steps + self.mining_steps) * costs.relation_step
             + self.evaluations * self.evaluation.seconds(costs)
         )
@@ -178,8 +189,13 @@ class RunPlan:
                 if training.relation_steps
                 else ""
             )
+            frozen = (
+                f" (steps stop at about {training.frozen_at:,}: the rest cannot move the weights)"
+                if training.frozen_at is not None
+                else ""
+            )
             lines.append(
-                f"  per seed: flow {training.iterations:,} iterations on {name}, "
+                f"  per seed: flow {training.iterations:,} iterations{frozen} on {name}, "
                 f"{training.train_rows:,} features{mining}; "
                 f"{_count(training.evaluations, 'evaluation')}"
             )
@@ -244,19 +260,20 @@ def plan_bench(
         1000
     """
     protocol, calibrate = request.protocol, request.calibrate
+    rms = None if costs is None else costs.weights_rms
     if val_data is None and (protocol == "val" or calibrate):
         raise ValueError(f"protocol {protocol!r} (or calibration) needs val_data to plan.")
     trainings: list[TrainingPlan] = []
     if protocol == "paper":
-        trainings.append(_training(config, data, evaluations=None))
+        trainings.append(_training(config, data, evaluations=None, rms=rms))
     elif val_data is not None and protocol == "val":
         # evaluations on the validation split, then one on test
-        trainings.append(_training(config, val_data, evaluations=None))
-        trainings.append(_training(config, data, evaluations=1))
+        trainings.append(_training(config, val_data, evaluations=None, rms=rms))
+        trainings.append(_training(config, data, evaluations=1, rms=rms))
     else:
-        trainings.append(_training(config, data, evaluations=2 if calibrate else 1))
+        trainings.append(_training(config, data, evaluations=2 if calibrate else 1, rms=rms))
         if val_data is not None and calibrate:
-            trainings.append(_training(config, val_data, evaluations=1))
+            trainings.append(_training(config, val_data, evaluations=1, rms=rms))
     baseline_steps = 0
     if request.baselines:
         test = trainings[0] if protocol != "val" else trainings[1]
@@ -330,10 +347,18 @@ def measure_costs(
             _relation_step(config, data, device, seconds) if config.mining.enabled else 0.0
         )
         classifier_step = _classifier_step(config, data, device, seconds)
-    return UnitCosts(flow_iteration, relation_step, generated_feature, classifier_step)
+    return UnitCosts(
+        flow_iteration,
+        relation_step,
+        generated_feature,
+        classifier_step,
+        weights_rms=weights_rms(list(flow.parameters())),
+    )
 
 
-def _training(config: GSMFlowConfig, data: GZSLData, *, evaluations: int | None) -> TrainingPlan:
+def _training(
+    config: GSMFlowConfig, data: GZSLData, *, evaluations: int | None, rms: float | None = None
+) -> TrainingPlan:
     """One training on ``data``; ``evaluations=None``: the reference's evaluation points."""
     iterations = config.training.iterations(data.num_train)
     if evaluations is None:
@@ -352,6 +377,7 @@ def _training(config: GSMFlowConfig, data: GZSLData, *, evaluations: int | None)
         mining_steps=mining_steps,
         evaluations=evaluations,
         evaluation=_evaluation(config, data),
+        frozen_at=None if rms is None else predicted_freeze(config.training, data.num_train, rms),
     )
 
 

@@ -1,5 +1,6 @@
 """The bench plan: counts by hand and against a run; timing it changes nothing."""
 
+import dataclasses
 import math
 
 import pytest
@@ -106,3 +107,22 @@ def scores(per_seed):
          else value for name, value in run.items()}
         for run in per_seed
     ]  # fmt: skip
+
+
+def test_the_plan_predicts_where_a_run_stops_stepping(root):
+    # lr 1e-2 times 1e-3 every epoch of 4 iterations: frozen after 2 epochs (test_frozen.py)
+    config = tiny_config(training={"lr": 1e-2, "lr_step_epochs": 1, "lr_gamma": 1e-3})
+    request = BenchRequest("TINY", data_root=str(root), protocol="final",
+                           config=config.to_dict(), device="cpu", baselines=False)  # fmt: skip
+    data = load_tiny(root)
+    costs = measure_costs(request_config(request, data), data, device="cpu", seconds=0.01)
+    plan = plan_bench(request, data, request_config(request, data), costs=costs)
+    (run,) = run_bench(request).runs
+    assert run.frozen_at == plan.trainings[0].frozen_at == 8
+    assert plan.trainings[0].steps == 8 and plan.trainings[0].iterations == 20
+    assert "steps stop at about 8" in "\n".join(plan.lines())
+    unfrozen = dataclasses.replace(costs, weights_rms=None)
+    slower = plan_bench(request, data, request_config(request, data), costs=unfrozen)
+    assert slower.seconds_per_seed() - plan.seconds_per_seed() == pytest.approx(
+        12 * costs.flow_iteration
+    )
