@@ -42,6 +42,7 @@ __all__ = [
     "UnitCosts",
     "measure_costs",
     "plan_bench",
+    "plan_train",
 ]
 
 #: More seeds than this in one bench need an explicit yes (``gsmflow bench --yes``).
@@ -177,8 +178,9 @@ class RunPlan:
         """The plan as text, one line per fact."""
         seeds = self.seeds
         seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+        what = "training only" if self.protocol == "train" else f"protocol {self.protocol}"
         lines = [
-            f"plan: {self.dataset}, preset {self.preset}, protocol {self.protocol}, "
+            f"plan: {self.dataset}, preset {self.preset}, {what}, "
             f"{len(seeds)} x ({seed_text}), {self.device}, {self.precision}"
         ]
         for training in self.trainings:
@@ -194,13 +196,17 @@ class RunPlan:
                 if training.frozen_at is not None
                 else ""
             )
+            evaluations = (
+                f"; {_count(training.evaluations, 'evaluation')}" if training.evaluations else ""
+            )
             lines.append(
                 f"  per seed: flow {training.iterations:,} iterations{frozen} on {name}, "
-                f"{training.train_rows:,} features{mining}; "
-                f"{_count(training.evaluations, 'evaluation')}"
+                f"{training.train_rows:,} features{mining}{evaluations}"
             )
             evaluation = training.evaluation
             rows = evaluation.train_rows + evaluation.generated
+            if not training.evaluations:
+                continue
             lines.append(
                 f"    each evaluation: {evaluation.unseen_classes} unseen classes, "
                 f"{evaluation.generated:,} generated features x {self.feature_dim}-d "
@@ -291,6 +297,38 @@ def plan_bench(
         feature_dim=data.feature_dim,
         trainings=tuple(trainings),
         baseline_steps=baseline_steps,
+        costs=costs,
+    )
+
+
+def plan_train(
+    config: GSMFlowConfig,
+    data: GZSLData,
+    *,
+    preset: str,
+    seed: int,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    costs: UnitCosts | None = None,
+) -> RunPlan:
+    """The work of ``gsmflow train``: one training on trainval, no evaluation, no baselines.
+
+    Example:
+        >>> plan = plan_train(config, data, preset="default", seed=0)  # doctest: +SKIP
+        >>> plan.evaluations_per_seed  # doctest: +SKIP
+        0
+    """
+    rms = None if costs is None else costs.weights_rms
+    return RunPlan(
+        dataset=data.name,
+        preset=preset,
+        protocol="train",
+        seeds=(seed,),
+        device=str(resolve_device(device)),
+        precision=precision,
+        feature_dim=data.feature_dim,
+        trainings=(_training(config, data, evaluations=0, rms=rms),),
+        baseline_steps=0,
         costs=costs,
     )
 

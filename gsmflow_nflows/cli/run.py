@@ -35,7 +35,7 @@ from gsmflow_nflows.experiment import (
     semantic_for,
 )
 from gsmflow_nflows.model import generate_features
-from gsmflow_nflows.run_plan import MANY_SEEDS, measure_costs, plan_bench
+from gsmflow_nflows.run_plan import MANY_SEEDS, measure_costs, plan_bench, plan_train
 from gsmflow_nflows.runtime import resolve_device
 from gsmflow_nflows.training.config import ABLATIONS
 from gsmflow_nflows.training.config_file import parse_override, read_config_file
@@ -446,6 +446,9 @@ def bench(
 @ablate_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Model file to write (weights + config).")  # fmt: skip
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (iterations, a time estimate timed on this machine) "
+              "and stop.")  # fmt: skip
 @with_config
 @with_checkpoints
 @log_dir_option
@@ -459,6 +462,7 @@ def train(
     precision: str,
     ablate: str | None,
     output: Path,
+    dry_run: bool,
     config_file: Path | None,
     settings: tuple[str, ...],
     checkpoint_dir: Path | None,
@@ -479,13 +483,20 @@ def train(
     check_outputs(folder=log_dir)
     with user_errors():
         base, overrides = config_sources(config_file, settings)
-    with user_errors(), run_logging(log_dir, seed=seed, resume=resume) as log:
         data = load_dataset(
             dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
         )
         config = run_config(
             dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
         ).with_seed(seed)
+        costs = measure_costs(config, data, device=device, precision=precision)
+        plan = plan_train(
+            config, data, preset=preset, seed=seed, device=device, precision=precision, costs=costs
+        )
+    click.echo("\n".join(plan.lines()), err=not dry_run)
+    if dry_run:
+        return
+    with user_errors(), run_logging(log_dir, seed=seed, resume=resume) as log:
         trainer = GSMFlowTrainer(
             config,
             data,

@@ -370,3 +370,18 @@ def test_many_seeds_need_a_yes(root, tmp_path):
     dry = invoke("bench", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
                  "--device", "cpu", "--seeds", "1000", "--dry-run")  # fmt: skip
     assert dry.exit_code == 0 and "1000 x (seeds 0-999)" in dry.stdout
+
+
+def test_train_prints_its_plan_and_dry_run_writes_no_model(root, tmp_path):
+    model, logs = tmp_path / "m.pt", tmp_path / "logs"
+    args = ["train", "--dataset", "tiny", "--data-root", root, "--preset", "smoke",
+            "--device", "cpu", "--seed", "4", "--output", model, "--log-dir", logs]  # fmt: skip
+    dry = invoke(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "plan: TINY, preset smoke, training only, 1 x (seed 4)" in dry.stdout
+    assert "flow 40 iterations on trainval, 40 features\n" in dry.stdout
+    assert "each evaluation" not in dry.stdout and "baselines" not in dry.stdout
+    assert not model.exists() and not logs.exists()
+    real = invoke(*args)
+    assert real.exit_code == 0, real.output
+    assert "plan: TINY" in real.stderr and model.is_file()
