@@ -17,7 +17,6 @@ other work is slower than the timing.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -29,7 +28,7 @@ from gsmflow_nflows.evaluation.protocols import evaluation_points
 from gsmflow_nflows.experiment import BenchRequest
 from gsmflow_nflows.losses.boundary import RelationNetwork, train_relation_network
 from gsmflow_nflows.model import generate_features
-from gsmflow_nflows.runtime import resolve_device
+from gsmflow_nflows.runtime import resolve_device, synchronized_clock
 from gsmflow_nflows.training.config import GSMFlowConfig
 from gsmflow_nflows.training.frozen import predicted_freeze, weights_rms
 from gsmflow_nflows.training.step import autocast_context
@@ -441,12 +440,6 @@ def _steps(rows: int, config: GSMFlowConfig) -> int:
     return epochs * math.ceil(rows / batch)
 
 
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _timed(
     device: torch.device,
     run: Callable[[int], None],
@@ -458,13 +451,13 @@ def _timed(
     """Seconds per unit of ``run(count)``: a warm-up, a probe of ``probe`` units, then about
     ``seconds`` worth of units (between ``probe`` and ``most``) timed in one call."""
     run(1)  # warm-up
-    started = _now(device)
+    started = synchronized_clock(device)
     run(probe)
-    per_unit = max((_now(device) - started) / probe, 1e-9)
+    per_unit = max((synchronized_clock(device) - started) / probe, 1e-9)
     count = min(most, max(probe, int(seconds / per_unit)))
-    started = _now(device)
+    started = synchronized_clock(device)
     run(count)
-    return (_now(device) - started) / count
+    return (synchronized_clock(device) - started) / count
 
 
 def _relation_step(

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -36,6 +37,7 @@ __all__ = [
     "reset_linear",
     "resolve_device",
     "seeded_generator",
+    "synchronized_clock",
 ]
 
 
@@ -103,6 +105,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"Device {device!r} asked for, but CUDA is not available; use device='cpu'."
         )
     return resolved
+
+
+def synchronized_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once ``device``'s queued work is done (CUDA runs asynchronously).
+
+    Example:
+        >>> synchronized_clock(torch.device("cpu")) > 0
+        True
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def randperm(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:

@@ -37,7 +37,7 @@ from gsmflow_nflows.experiment import (
 from gsmflow_nflows.model import generate_features
 from gsmflow_nflows.run_plan import MANY_SEEDS, measure_costs, plan_bench, plan_train
 from gsmflow_nflows.runtime import resolve_device
-from gsmflow_nflows.training.config import ABLATIONS
+from gsmflow_nflows.training.config import ABLATIONS, GSMFlowConfig
 from gsmflow_nflows.training.config_file import parse_override, read_config_file
 from gsmflow_nflows.training.model_io import load_model, save_model
 from gsmflow_nflows.training.presets import PRESET_KINDS, imbalance_warning, run_config
@@ -287,6 +287,27 @@ def config_sources(
     return base, tuple(parse_override(text) for text in settings)
 
 
+def data_and_config(
+    dataset: str,
+    data_root: Path | None,
+    preset: str,
+    semantic: str | None,
+    ablate: str | None,
+    config_file: Path | None,
+    settings: tuple[str, ...],
+) -> tuple[GZSLData, GSMFlowConfig]:
+    """The dataset (class vectors from :func:`semantic_for`) and the config a run on it uses:
+    the preset or ``--config``, ``--ablate``, then ``--set`` (call it inside ``user_errors``)."""
+    base, overrides = config_sources(config_file, settings)
+    data = load_dataset(
+        dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
+    )
+    config = run_config(
+        dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
+    )
+    return data, config
+
+
 def _seconds(checkpoint_minutes: float) -> float | None:
     """``--checkpoint-minutes`` as the trainers' ``checkpoint_seconds`` (0: ``None``, off)."""
     return 60.0 * checkpoint_minutes if checkpoint_minutes > 0 else None
@@ -396,18 +417,12 @@ def bench(
         checkpoint_seconds=_seconds(checkpoint_minutes),
     )
     with user_errors():
-        data = load_dataset(
-            dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
-        )
+        vectors = semantic_for(dataset, preset, semantic)
+        data = load_dataset(dataset, data_root=data_root, semantic=vectors)
         config = request_config(request, data)
         val_data = None
         if protocol == "val" or calibrate:
-            val_data = load_dataset(
-                dataset,
-                data_root=data_root,
-                split="val",
-                semantic=semantic_for(dataset, preset, semantic),
-            )
+            val_data = load_dataset(dataset, data_root=data_root, split="val", semantic=vectors)
         costs = measure_costs(config, data, device=device, precision=precision)
         plan = plan_bench(request, data, config, val_data=val_data, costs=costs)
     click.echo("\n".join(plan.lines()), err=not dry_run)
@@ -482,13 +497,10 @@ def train(
     check_outputs(output, path if path and path.exists() else None, folder=checkpoint_dir)
     check_outputs(folder=log_dir)
     with user_errors():
-        base, overrides = config_sources(config_file, settings)
-        data = load_dataset(
-            dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
+        data, config = data_and_config(
+            dataset, data_root, preset, semantic, ablate, config_file, settings
         )
-        config = run_config(
-            dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
-        ).with_seed(seed)
+        config = config.with_seed(seed)
         costs = measure_costs(config, data, device=device, precision=precision)
         plan = plan_train(
             config, data, preset=preset, seed=seed, device=device, precision=precision, costs=costs
@@ -654,12 +666,8 @@ def print_config(
     The data-derived presets read the dataset's sizes, so the dataset is loaded.
     """
     with user_errors():
-        base, overrides = config_sources(config_file, settings)
-        data = load_dataset(
-            dataset, data_root=data_root, semantic=semantic_for(dataset, preset, semantic)
-        )
-        config = run_config(
-            dataset, data, preset, _ablations(ablate), base=base, overrides=dict(overrides)
+        _, config = data_and_config(
+            dataset, data_root, preset, semantic, ablate, config_file, settings
         )
         if seed is not None:
             config = config.with_seed(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from time import monotonic, perf_counter
+from time import monotonic
 from typing import Any
 
 import torch
@@ -22,7 +22,13 @@ from gsmflow_nflows.losses import (
     class_means,
     train_relation_network,
 )
-from gsmflow_nflows.runtime import Stream, randperm, resolve_device, seeded_generator
+from gsmflow_nflows.runtime import (
+    Stream,
+    randperm,
+    resolve_device,
+    seeded_generator,
+    synchronized_clock,
+)
 from gsmflow_nflows.training.checkpoint import (
     load_checkpoint,
     load_mined,
@@ -257,19 +263,22 @@ class GSMFlowTrainer:
         self.frozen_at = run.frozen_at
         return run.flow
 
-    def time_iterations(self, seconds: float = 0.5, warmup: int = 2) -> tuple[float, Flow]:
+    def time_iterations(
+        self, seconds: float = 0.5, warmup: int = 2, most: int = 1000
+    ) -> tuple[float, Flow]:
         """Seconds per flow iteration on this machine, from a throwaway run.
 
         A fresh flow (no mining, no checkpoint, no evaluation) takes ``warmup``
         iterations, then timed ones, exactly as :meth:`fit` takes them, until
-        ``seconds`` have passed (at least 3, at most 1,000). Nothing of the
+        ``seconds`` have passed (at least 3, at most ``most``). Nothing of the
         trainer's own run changes (``self.flow`` and ``self.history`` stay as they
         were), and the random streams are the run's own seeded ones, so a later
         :meth:`fit` gives what it would have given.
 
         Args:
-            seconds: how long to time, ``>= 0``.
+            seconds: how long to time, ``>= 0`` (``math.inf``: exactly ``most`` iterations).
             warmup: untimed iterations first, ``>= 0``.
+            most: the most timed iterations, ``>= 3``.
 
         Returns:
             ``(seconds per iteration, the throwaway flow in eval mode)``.
@@ -278,25 +287,22 @@ class GSMFlowTrainer:
             >>> per_iteration, _ = GSMFlowTrainer(config, data).time_iterations()  # doctest: +SKIP
         """
         warmup = check_int("warmup", warmup, minimum=0)
+        most = check_int("most", most, minimum=3)
         run = self._fresh_state(mined=None)
         saved, self.checkpoint_path = self.checkpoint_path, None
         try:
             self._train(run, warmup, {}, None, 10, None, None)
-            started, steps = self._synchronized_clock(), 0
-            while steps < 3 or (steps < 1000 and self._synchronized_clock() - started < seconds):
+            started, steps = synchronized_clock(self.device), 0
+            while steps < 3 or (
+                steps < most and synchronized_clock(self.device) - started < seconds
+            ):
                 self._train(run, run.iteration + 1, {}, None, 10, None, None)
                 steps += 1
-            per_iteration = (self._synchronized_clock() - started) / steps
+            per_iteration = (synchronized_clock(self.device) - started) / steps
         finally:
             self.checkpoint_path = saved
         run.flow.eval()
         return per_iteration, run.flow
-
-    def _synchronized_clock(self) -> float:
-        """``perf_counter`` once the device's queued work is done."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return perf_counter()
 
     def _saved_state(self, signature: dict[str, Any]) -> dict[str, Any] | None:
         """The checkpoint to resume from (checked against this run), or ``None``."""
@@ -371,54 +377,50 @@ class GSMFlowTrainer:
         saved_at = monotonic()
         # Checked before a step: resuming a run that already reached its end is a no-op.
         while run.iteration < end:
-            stepped = run.frozen_at is None
-            if not stepped:  # the rest of the schedule cannot move the weights: count only
-                run.iteration += 1
-                if run.iteration % per_epoch == 0:
-                    run.scheduler.step()
-                if evaluate is not None and evaluate_at is not None and evaluate_at(run.iteration):
-                    run.flow.eval()
-                    run.history.append(evaluate(run.iteration, run.flow))
-                    run.flow.train()
-                if run.iteration == self.total_iterations:
-                    self._checkpoint(run, signature)
-                continue
-            index = run.next_batch(training.batch_size)
-            losses = train_step(
-                run.flow,
-                run.optimizer,
-                features[index],
-                seen_embeddings[labels[index]],
-                seen_embeddings=seen_embeddings,
-                seen_means=seen_means,
-                perturbation=perturbation,
-                prototype=prototype,
-                generator=run.generator,
-                precision=self.precision,
-            )
+            # Once frozen, the rest of the schedule cannot move the weights: it only counts
+            # its iterations (the scheduler and the evaluation points stay where they were).
+            stepping = run.frozen_at is None
+            if stepping:
+                index = run.next_batch(training.batch_size)
+                losses = train_step(
+                    run.flow,
+                    run.optimizer,
+                    features[index],
+                    seen_embeddings[labels[index]],
+                    seen_embeddings=seen_embeddings,
+                    seen_means=seen_means,
+                    perturbation=perturbation,
+                    prototype=prototype,
+                    generator=run.generator,
+                    precision=self.precision,
+                )
             run.iteration += 1
             if run.iteration % per_epoch == 0:
                 run.scheduler.step()
-                if training.freeze_tolerance > 0 and run.iteration < self.total_iterations:
+                checks = stepping and training.freeze_tolerance > 0
+                if checks and run.iteration < self.total_iterations:
                     self._check_frozen(run, per_epoch)
-            if progress is not None and (
-                run.iteration % progress_every == 0 or run.iteration == self.total_iterations
+            if (
+                stepping
+                and progress is not None
+                and (run.iteration % progress_every == 0 or run.iteration == self.total_iterations)
             ):
                 reports.add(run.iteration, losses, run.lr)
             if evaluate is not None and evaluate_at is not None and evaluate_at(run.iteration):
                 run.flow.eval()
                 run.history.append(evaluate(run.iteration, run.flow))
                 run.flow.train()
-            late = (
-                self.checkpoint_seconds is not None
-                and monotonic() - saved_at >= self.checkpoint_seconds
-            )
-            if (
-                late
-                or run.frozen_at is not None
+            # While stepping: by iterations, by wall time, and where the run froze; frozen,
+            # only at the end (nothing changes in between).
+            due = stepping and (
+                run.frozen_at is not None
                 or run.iteration % self.checkpoint_every == 0
-                or run.iteration == self.total_iterations
-            ):
+                or (
+                    self.checkpoint_seconds is not None
+                    and monotonic() - saved_at >= self.checkpoint_seconds
+                )
+            )
+            if due or run.iteration == self.total_iterations:
                 reports.send()  # a checkpoint never gets ahead of what was reported
                 self._checkpoint(run, signature)
                 saved_at = monotonic()
